@@ -1,0 +1,267 @@
+//! One module per WGSL kernel. Each module owns its params struct, builds its pipeline and
+//! bind-group layout once, computes its dispatch size, and carries the plain CPU reference the
+//! tests compare it against (accumulating in f64).
+//!
+//! The pattern: `Kernel::new` compiles a pipeline once; `bind` turns buffers plus a params
+//! struct into a [`Dispatch`] (bind group + workgroup count), also built once; a training step
+//! only calls [`Dispatch::record`] on a compute pass.
+
+pub mod bias_grad;
+pub mod conv2d_backward_input;
+pub mod conv2d_backward_weight;
+pub mod conv2d_forward;
+pub mod gemm;
+pub mod maxpool2d_backward;
+pub mod maxpool2d_forward;
+pub mod relu;
+pub mod sgd_momentum;
+pub mod softmax_cross_entropy;
+
+use crate::gpu::Gpu;
+
+/// Workgroup size used by every one-dimensional kernel.
+pub const WG: u32 = 64;
+
+/// What one binding slot of a kernel holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The kernel's params struct.
+    Uniform,
+    /// A uniform bound with a dynamic offset (the per-step table).
+    UniformDynamic,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    ReadWrite,
+}
+
+/// A range of a buffer, in 32-bit words, as a kernel sees one tensor.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub buffer: wgpu::Buffer,
+    /// Byte offset; must be a multiple of the device's storage offset alignment.
+    pub offset: u64,
+    /// Length in 32-bit words.
+    pub len: usize,
+}
+
+impl View {
+    pub fn whole(buffer: &wgpu::Buffer) -> View {
+        View { buffer: buffer.clone(), offset: 0, len: (buffer.size() / 4) as usize }
+    }
+    pub fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new((self.len.max(1) * 4) as u64),
+        })
+    }
+}
+
+/// A compiled compute pipeline and its bind-group layout.
+pub struct Kernel {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    slots: Vec<Slot>,
+}
+
+impl Kernel {
+    pub fn new(gpu: &Gpu, name: &'static str, source: &str, entry: &str, slots: &[Slot]) -> Kernel {
+        let device = &gpu.device;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match s {
+                    Slot::Uniform | Slot::UniformDynamic => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: *s == Slot::UniformDynamic,
+                        min_binding_size: None,
+                    },
+                    Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: *s == Slot::Read },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(name),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Kernel { name, pipeline, layout, slots: slots.to_vec() }
+    }
+
+    /// Builds the bind group for one use of this kernel. `resources` follow the slot order.
+    pub fn bind(&self, gpu: &Gpu, resources: &[wgpu::BindingResource<'_>], workgroups: [u32; 3]) -> Dispatch {
+        assert_eq!(resources.len(), self.slots.len(), "{}: wrong number of bindings", self.name);
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
+            .collect();
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            name: self.name,
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            workgroups,
+            dynamic: self.slots.contains(&Slot::UniformDynamic),
+        }
+    }
+}
+
+/// One recorded-ready kernel invocation: pipeline, bind group and workgroup count.
+#[derive(Clone)]
+pub struct Dispatch {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+    dynamic: bool,
+}
+
+impl Dispatch {
+    /// Records the dispatch into a pass. `dynamic_offset` selects the row of the step table for
+    /// kernels that read it (ignored by the others).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, dynamic_offset: u32) {
+        if self.workgroups.iter().any(|&n| n == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        if self.dynamic {
+            pass.set_bind_group(0, &self.bind_group, &[dynamic_offset]);
+        } else {
+            pass.set_bind_group(0, &self.bind_group, &[]);
+        }
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// Runs this dispatch alone in its own submit (tests and benchmarks).
+    pub fn run(&self, gpu: &Gpu) {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.record(&mut pass, 0);
+        }
+        gpu.queue.submit([enc.finish()]);
+    }
+}
+
+/// Runs several dispatches in order in one pass and one submit (tests and benchmarks).
+pub fn run_all(gpu: &Gpu, dispatches: &[&Dispatch]) {
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass, 0);
+        }
+    }
+    gpu.queue.submit([enc.finish()]);
+}
+
+/// Workgroup counts for `n` independent items handled by `WG`-wide workgroups, spread over x and
+/// y so that neither exceeds the 65,535 per-dimension limit. Shaders rebuild the flat index as
+/// `gid.x + gid.y * num_workgroups.x * WG`.
+pub fn grid_1d(n: usize) -> [u32; 3] {
+    let groups = n.div_ceil(WG as usize).max(if n == 0 { 0 } else { 1 });
+    if groups <= 65_535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65_535);
+        [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+/// Relative tolerance for comparing a GPU result with its f64 reference, given the length of
+/// the longest sum that produced one output. f32 rounding grows like sqrt(len) for random data;
+/// the bound is capped at 1e-4 relative to the tensor's largest magnitude.
+pub fn tolerance(reduction_len: usize) -> f64 {
+    (4.0 * f32::EPSILON as f64 * (reduction_len.max(1) as f64).sqrt()).clamp(1e-6, 1e-4)
+}
+
+/// One row of the step table: which step this is (its metrics row) and where its batch starts
+/// in the epoch's permutation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepInfo {
+    pub step: u32,
+    pub start: u32,
+    pub _pad: [u32; 2],
+}
+
+/// The per-step values kernels read, one row per step at the device's uniform offset alignment.
+/// Built once per run; a recorded step selects its row with a dynamic offset, so many steps fit
+/// in one command buffer without any buffer writes between them.
+pub struct StepTable {
+    pub buffer: wgpu::Buffer,
+    pub stride: u32,
+    pub rows: usize,
+}
+
+impl StepTable {
+    pub fn new(gpu: &Gpu, rows: &[StepInfo]) -> StepTable {
+        let stride = gpu.limits.min_uniform_buffer_offset_alignment.max(16);
+        let mut bytes = vec![0u8; rows.len().max(1) * stride as usize];
+        for (i, r) in rows.iter().enumerate() {
+            let at = i * stride as usize;
+            bytes[at..at + 16].copy_from_slice(bytemuck::bytes_of(r));
+        }
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step table"),
+            size: bytes.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.queue.write_buffer(&buffer, 0, &bytes);
+        StepTable { buffer, stride, rows: rows.len() }
+    }
+
+    /// A table for `steps` consecutive steps of `batch` samples each.
+    pub fn sequential(gpu: &Gpu, steps: usize, batch: usize) -> StepTable {
+        let rows: Vec<StepInfo> = (0..steps)
+            .map(|s| StepInfo { step: s as u32, start: (s * batch) as u32, _pad: [0; 2] })
+            .collect();
+        StepTable::new(gpu, &rows)
+    }
+
+    pub fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(16),
+        })
+    }
+
+    /// The dynamic offset that selects row `step`.
+    pub fn offset(&self, step: usize) -> u32 {
+        step as u32 * self.stride
+    }
+}

@@ -1,0 +1,96 @@
+//! softmax_cross_entropy: fused, numerically stable softmax + cross-entropy with the logit
+//! grads and the batch's metrics written on the GPU.
+
+use super::{Dispatch, Kernel, Slot, View};
+use crate::gpu::Gpu;
+
+/// Words per step in the metrics buffer: summed loss, correct count, batch size, non-finite.
+pub const METRICS_WORDS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub batch: u32,
+    pub classes: u32,
+    pub _pad: [u32; 2],
+}
+
+pub struct SoftmaxCrossEntropy {
+    kernel: Kernel,
+}
+
+impl SoftmaxCrossEntropy {
+    pub fn new(gpu: &Gpu) -> Self {
+        let kernel = Kernel::new(
+            gpu,
+            "softmax_cross_entropy",
+            include_str!("../../shaders/softmax_cross_entropy.wgsl"),
+            "main",
+            &[Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
+        );
+        SoftmaxCrossEntropy { kernel }
+    }
+
+    /// `steps` is the step table (see [`super::StepTable`]); the metrics row is chosen by the
+    /// dynamic offset given when the dispatch is recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        classes: usize,
+        steps: &super::StepTable,
+        logits: &View,
+        labels: &View,
+        dlogits: &View,
+        metrics: &View,
+    ) -> Dispatch {
+        let params = gpu.uniform(
+            "softmax_cross_entropy params",
+            &Params { batch: batch as u32, classes: classes as u32, _pad: [0; 2] },
+        );
+        self.kernel.bind(
+            gpu,
+            &[
+                params.as_entire_binding(),
+                steps.resource(),
+                logits.resource(),
+                labels.resource(),
+                dlogits.resource(),
+                metrics.resource(),
+            ],
+            [1, 1, 1],
+        )
+    }
+}
+
+/// CPU reference: (logit grads, summed loss, correct count).
+pub fn reference(batch: usize, classes: usize, logits: &[f32], labels: &[u32]) -> (Vec<f32>, f64, u32) {
+    let mut grad = vec![0f32; batch * classes];
+    let mut loss = 0f64;
+    let mut correct = 0;
+    for r in 0..batch {
+        let row = &logits[r * classes..(r + 1) * classes];
+        let (mut arg, mut mx) = (0, row[0] as f64);
+        for (c, &l) in row.iter().enumerate().skip(1) {
+            if (l as f64) > mx {
+                mx = l as f64;
+                arg = c;
+            }
+        }
+        let s: f64 = row.iter().map(|&l| (l as f64 - mx).exp()).sum();
+        let label = labels[r] as usize;
+        loss += s.ln() - (row[label] as f64 - mx);
+        if arg == label {
+            correct += 1;
+        }
+        for c in 0..classes {
+            let mut g = (row[c] as f64 - mx).exp() / s;
+            if c == label {
+                g -= 1.0;
+            }
+            grad[r * classes + c] = (g / batch as f64) as f32;
+        }
+    }
+    (grad, loss, correct)
+}

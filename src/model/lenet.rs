@@ -1,0 +1,280 @@
+//! LeNet-5 on the GPU: the parameter buffers and the fixed list of dispatches of one training
+//! step, built once per batch size. Reads like the network diagram:
+//!
+//! x ─conv1+ReLU─ a1 ─pool─ p1 ─conv2+ReLU─ a2 ─pool─ p2 (=400) ─fc1+ReLU─ a3 ─fc2+ReLU─ a4 ─fc3─ logits ─softmax-CE
+//!
+//! and back again, every ReLU's backward fused into the kernel that produces the grad below it.
+
+use super::{param_specs, Arena, CLASSES, IMAGE};
+use crate::gpu::Gpu;
+use crate::kernels::conv2d_backward_input::Conv2dBackwardInput;
+use crate::kernels::conv2d_backward_weight::Conv2dBackwardWeight;
+use crate::kernels::conv2d_forward::{Conv2dForward, ConvShape};
+use crate::kernels::gemm::{Epilogue, Gemm, Product};
+use crate::kernels::maxpool2d_backward::Maxpool2dBackward;
+use crate::kernels::maxpool2d_forward::{Maxpool2dForward, PoolShape};
+use crate::kernels::bias_grad::BiasGrad;
+use crate::kernels::sgd_momentum::SgdMomentum;
+use crate::kernels::softmax_cross_entropy::SoftmaxCrossEntropy;
+use crate::kernels::{Dispatch, StepTable, View};
+
+/// Every pipeline LeNet needs, compiled once and shared by all schedules.
+pub struct LenetKernels {
+    pub conv_forward: Conv2dForward,
+    pub conv_backward_input: Conv2dBackwardInput,
+    pub conv_backward_weight: Conv2dBackwardWeight,
+    pub pool_forward: Maxpool2dForward,
+    pub pool_backward: Maxpool2dBackward,
+    pub gemm: Gemm,
+    pub bias_grad: BiasGrad,
+    pub softmax: SoftmaxCrossEntropy,
+    pub sgd: SgdMomentum,
+}
+
+impl LenetKernels {
+    pub fn new(gpu: &Gpu) -> Self {
+        LenetKernels {
+            conv_forward: Conv2dForward::new(gpu),
+            conv_backward_input: Conv2dBackwardInput::new(gpu),
+            conv_backward_weight: Conv2dBackwardWeight::new(gpu),
+            pool_forward: Maxpool2dForward::new(gpu),
+            pool_backward: Maxpool2dBackward::new(gpu),
+            gemm: Gemm::new(gpu),
+            bias_grad: BiasGrad::new(gpu),
+            softmax: SoftmaxCrossEntropy::new(gpu),
+            sgd: SgdMomentum::new(gpu),
+        }
+    }
+}
+
+/// The network's resident state: weights, gradients and momentum, one arena each.
+pub struct Lenet {
+    pub in_channels: usize,
+    pub arena: Arena,
+    pub weights: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+    pub velocity: wgpu::Buffer,
+}
+
+impl Lenet {
+    pub fn new(gpu: &Gpu, in_channels: usize) -> Lenet {
+        let arena = Arena::new(&param_specs(in_channels), gpu.storage_alignment());
+        Lenet {
+            in_channels,
+            weights: gpu.storage("weights", arena.words),
+            grads: gpu.storage("grads", arena.words),
+            velocity: gpu.storage("momentum", arena.words),
+            arena,
+        }
+    }
+
+    pub fn w(&self, name: &str) -> View {
+        self.arena.view(&self.weights, name)
+    }
+    pub fn g(&self, name: &str) -> View {
+        self.arena.view(&self.grads, name)
+    }
+
+    /// Uploads a host copy of the arena (layout `self.arena`).
+    pub fn upload(&self, gpu: &Gpu, weights: &[f32], velocity: Option<&[f32]>) {
+        assert_eq!(weights.len(), self.arena.words);
+        gpu.queue.write_buffer(&self.weights, 0, bytemuck::cast_slice(weights));
+        let zeros;
+        let v = match velocity {
+            Some(v) => v,
+            None => {
+                zeros = vec![0f32; self.arena.words];
+                &zeros
+            }
+        };
+        gpu.queue.write_buffer(&self.velocity, 0, bytemuck::cast_slice(v));
+    }
+
+    pub fn download_weights(&self, gpu: &Gpu) -> Result<Vec<f32>, String> {
+        gpu.read_words(&self.weights, 0, self.arena.words)
+    }
+    pub fn download_velocity(&self, gpu: &Gpu) -> Result<Vec<f32>, String> {
+        gpu.read_words(&self.velocity, 0, self.arena.words)
+    }
+    pub fn download_grads(&self, gpu: &Gpu) -> Result<Vec<f32>, String> {
+        gpu.read_words(&self.grads, 0, self.arena.words)
+    }
+}
+
+/// The layer shapes for a batch.
+pub fn conv1_shape(batch: usize, cin: usize) -> ConvShape {
+    ConvShape { batch, cin, h: IMAGE, w: IMAGE, cout: 6, kh: 5, kw: 5 }
+}
+pub fn pool1_shape(batch: usize) -> PoolShape {
+    PoolShape { planes: batch * 6, h: 28, w: 28, k: 2, stride: 2 }
+}
+pub fn conv2_shape(batch: usize) -> ConvShape {
+    ConvShape { batch, cin: 6, h: 14, w: 14, cout: 16, kh: 5, kw: 5 }
+}
+pub fn pool2_shape(batch: usize) -> PoolShape {
+    PoolShape { planes: batch * 16, h: 10, w: 10, k: 2, stride: 2 }
+}
+/// (in, out) of the three linear layers.
+pub const FC: [(usize, usize); 3] = [(400, 120), (120, 84), (84, CLASSES)];
+
+/// Activations and their grads for one batch size. `x` and `labels` are the step's input.
+pub struct Activations {
+    pub x: wgpu::Buffer,
+    pub labels: wgpu::Buffer,
+    pub a1: wgpu::Buffer,
+    pub p1: wgpu::Buffer,
+    pub i1: wgpu::Buffer,
+    pub a2: wgpu::Buffer,
+    pub p2: wgpu::Buffer,
+    pub i2: wgpu::Buffer,
+    pub a3: wgpu::Buffer,
+    pub a4: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    pub d_logits: wgpu::Buffer,
+    pub d_a4: wgpu::Buffer,
+    pub d_a3: wgpu::Buffer,
+    pub d_p2: wgpu::Buffer,
+    pub d_a2: wgpu::Buffer,
+    pub d_p1: wgpu::Buffer,
+    pub d_a1: wgpu::Buffer,
+}
+
+impl Activations {
+    fn new(gpu: &Gpu, batch: usize, cin: usize) -> Self {
+        let b = batch;
+        let s = |label: &str, n: usize| gpu.storage(label, n);
+        Activations {
+            x: s("x", b * cin * IMAGE * IMAGE),
+            labels: s("labels", b),
+            a1: s("a1", b * 6 * 28 * 28),
+            p1: s("p1", b * 6 * 14 * 14),
+            i1: s("i1", b * 6 * 14 * 14),
+            a2: s("a2", b * 16 * 10 * 10),
+            p2: s("p2", b * 400),
+            i2: s("i2", b * 400),
+            a3: s("a3", b * 120),
+            a4: s("a4", b * 84),
+            logits: s("logits", b * CLASSES),
+            d_logits: s("d_logits", b * CLASSES),
+            d_a4: s("d_a4", b * 84),
+            d_a3: s("d_a3", b * 120),
+            d_p2: s("d_p2", b * 400),
+            d_a2: s("d_a2", b * 16 * 10 * 10),
+            d_p1: s("d_p1", b * 6 * 14 * 14),
+            d_a1: s("d_a1", b * 6 * 28 * 28),
+        }
+    }
+}
+
+/// The dispatches of one training step (and its forward half, for evaluation) at one batch size.
+pub struct Schedule {
+    pub batch: usize,
+    pub acts: Activations,
+    /// Gathers the step's batch into `acts.x` / `acts.labels`; set by the data pipeline.
+    pub prepare: Option<Dispatch>,
+    pub forward: Vec<Dispatch>,
+    pub backward: Vec<Dispatch>,
+    /// Kept alive for the bind groups that use them.
+    _scratch: Vec<wgpu::Buffer>,
+}
+
+impl Schedule {
+    /// Builds every bind group of a step for `batch` images. Metrics rows are written by the
+    /// loss kernel at the row the step table selects.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        k: &LenetKernels,
+        net: &Lenet,
+        batch: usize,
+        steps: &StepTable,
+        metrics: &View,
+        lr: f32,
+        momentum: f32,
+    ) -> Schedule {
+        let acts = Activations::new(gpu, batch, net.in_channels);
+        let v = View::whole;
+        let a = &acts;
+        let (c1, c2) = (conv1_shape(batch, net.in_channels), conv2_shape(batch));
+        let (s1, s2) = (pool1_shape(batch), pool2_shape(batch));
+        let relu = Epilogue { bias: true, relu: true, mask: false };
+        let linear = Epilogue { bias: true, relu: false, mask: false };
+        // Unused bias/aux slots are bound to a read-only weight view.
+        let unused = net.w("fc3.bias");
+
+        let forward = vec![
+            k.conv_forward.bind(gpu, c1, true, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1)),
+            k.pool_forward.bind(gpu, s1, &v(&a.a1), &v(&a.p1), &v(&a.i1)),
+            k.conv_forward.bind(gpu, c2, true, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2)),
+            k.pool_forward.bind(gpu, s2, &v(&a.a2), &v(&a.p2), &v(&a.i2)),
+            k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3)),
+            k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4)),
+            k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits)),
+            k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics),
+        ];
+
+        let none = Epilogue::default();
+        let masked = Epilogue { bias: false, relu: false, mask: true };
+        let conv2_w = k.conv_backward_weight.bind(gpu, c2, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
+        let conv1_w = k.conv_backward_weight.bind(gpu, c1, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
+        let all = |buf: &wgpu::Buffer| View::whole(buf);
+        let backward = vec![
+            // fc3
+            k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight")),
+            k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias")),
+            k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4)),
+            // fc2
+            k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight")),
+            k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias")),
+            k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3)),
+            // fc1
+            k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight")),
+            k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias")),
+            k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)),
+            // pool2 (+ the ReLU of conv2), conv2
+            k.pool_backward.bind(gpu, s2, true, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)),
+            conv2_w.partials,
+            conv2_w.reduce,
+            k.conv_backward_input.bind(gpu, c2, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)),
+            // pool1 (+ the ReLU of conv1), conv1 (its input grad is not needed)
+            k.pool_backward.bind(gpu, s1, true, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1)),
+            conv1_w.partials,
+            conv1_w.reduce,
+            // the optimizer, over the whole arena
+            k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity)),
+        ];
+        Schedule {
+            batch,
+            acts,
+            prepare: None,
+            forward,
+            backward,
+            _scratch: vec![conv2_w.scratch, conv1_w.scratch],
+        }
+    }
+
+    /// Records one training step (prepare, forward, loss, backward, SGD) into `pass`.
+    pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        if let Some(p) = &self.prepare {
+            p.record(pass, step_offset);
+        }
+        for d in self.forward.iter().chain(&self.backward) {
+            d.record(pass, step_offset);
+        }
+    }
+
+    /// Records the forward half and the loss (evaluation).
+    pub fn record_eval_step(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        if let Some(p) = &self.prepare {
+            p.record(pass, step_offset);
+        }
+        for d in &self.forward {
+            d.record(pass, step_offset);
+        }
+    }
+
+    /// Dispatches per training step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.prepare.is_some() as usize + self.forward.len() + self.backward.len()
+    }
+}

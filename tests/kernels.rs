@@ -1,0 +1,323 @@
+//! Every GPU kernel against its CPU reference on the adapter CI has: LeNet's own shapes,
+//! batch 1, sizes that are multiples of no tile or workgroup size, odd spatial sizes, several
+//! seeds, ties for max-pool and logits of +-80 for the loss.
+
+mod common;
+use common::*;
+
+use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput};
+use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight};
+use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape};
+use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product};
+use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
+use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
+use gpu_lenet::kernels::relu::{self, Relu};
+use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum};
+use gpu_lenet::kernels::softmax_cross_entropy::{self, SoftmaxCrossEntropy, METRICS_WORDS};
+use gpu_lenet::kernels::{bias_grad, bias_grad::BiasGrad, run_all, tolerance, StepTable, View};
+
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+fn conv_shapes() -> Vec<ConvShape> {
+    let c = |batch, cin, h, w, cout, kh, kw| ConvShape { batch, cin, h, w, cout, kh, kw };
+    vec![
+        c(64, 3, 32, 32, 6, 5, 5),  // LeNet conv1
+        c(64, 6, 14, 14, 16, 5, 5), // LeNet conv2
+        c(1, 3, 32, 32, 6, 5, 5),   // batch 1
+        c(13, 6, 14, 14, 16, 5, 5), // the partial last batch of a CIFAR epoch at batch 64 is 16; 13 is prime
+        c(3, 2, 11, 13, 5, 3, 3),   // odd spatial sizes, output width 11 (not a multiple of 4)
+        c(2, 1, 9, 7, 3, 5, 2),     // non-square kernel, output 5x6
+        c(5, 1, 32, 32, 6, 5, 5),   // Fashion-MNIST's one input channel
+    ]
+}
+
+fn v(b: &wgpu::Buffer) -> View {
+    View::whole(b)
+}
+
+#[test]
+fn conv2d_forward_matches_reference() {
+    let g = gpu();
+    let k = Conv2dForward::new(g);
+    for s in conv_shapes() {
+        for seed in SEEDS {
+            for relu in [true, false] {
+                let mut r = Rng(seed * 1000 + s.batch as u64);
+                let x = r.vec(s.input_len(), -1.0, 1.0);
+                let w = r.vec(s.weight_len(), -0.3, 0.3);
+                let b = r.vec(s.cout, -0.3, 0.3);
+                let (xb, wb, bb, yb) = (upload(&x), upload(&w), upload(&b), out(s.output_len()));
+                k.bind(g, s, relu, &v(&xb), &v(&wb), &v(&bb), &v(&yb)).run(g);
+                let want = conv2d_forward::reference(s, relu, &x, &w, &b);
+                assert_close(&format!("conv2d_forward {s:?} relu={relu} seed={seed}"), &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_input_matches_reference() {
+    let g = gpu();
+    let k = Conv2dBackwardInput::new(g);
+    for s in conv_shapes() {
+        for seed in SEEDS {
+            let mut r = Rng(seed * 7 + s.batch as u64);
+            let dy = r.vec(s.output_len(), -1.0, 1.0);
+            let w = r.vec(s.weight_len(), -0.3, 0.3);
+            let (dyb, wb, dxb) = (upload(&dy), upload(&w), out(s.input_len()));
+            k.bind(g, s, &v(&dyb), &v(&wb), &v(&dxb)).run(g);
+            let want = conv2d_backward_input::reference(s, &dy, &w);
+            assert_close(&format!("conv2d_backward_input {s:?} seed={seed}"), &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_weight_matches_reference() {
+    let g = gpu();
+    let k = Conv2dBackwardWeight::new(g);
+    for s in conv_shapes() {
+        for seed in SEEDS {
+            let mut r = Rng(seed * 13 + s.batch as u64);
+            let dy = r.vec(s.output_len(), -1.0, 1.0);
+            let x = r.vec(s.input_len(), -1.0, 1.0);
+            let (dyb, xb, dwb, dbb) = (upload(&dy), upload(&x), out(s.weight_len()), out(s.cout));
+            let d = k.bind(g, s, &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb));
+            run_all(g, &[&d.partials, &d.reduce]);
+            let (dw, db) = conv2d_backward_weight::reference(s, &dy, &x);
+            let n = s.batch * s.oh() * s.ow();
+            assert_close(&format!("conv2d_backward_weight dw {s:?} seed={seed}"), &read(&dwb), &dw, tolerance(n));
+            assert_close(&format!("conv2d_backward_weight db {s:?} seed={seed}"), &read(&dbb), &db, tolerance(n));
+        }
+    }
+}
+
+fn pool_shapes() -> Vec<PoolShape> {
+    let p = |planes, h, w, k, stride| PoolShape { planes, h, w, k, stride };
+    vec![
+        p(64 * 6, 28, 28, 2, 2),  // LeNet pool1
+        p(64 * 16, 10, 10, 2, 2), // LeNet pool2
+        p(6, 28, 28, 2, 2),       // batch 1
+        p(13 * 16, 10, 10, 2, 2), // odd batch
+        p(7, 9, 11, 2, 2),        // odd sizes: the last row and column are dropped (floor mode)
+        p(5, 9, 9, 3, 2),         // overlapping windows: a pixel can be the max of several
+    ]
+}
+
+#[test]
+fn maxpool2d_forward_matches_reference_with_ties() {
+    let g = gpu();
+    let k = Maxpool2dForward::new(g);
+    for s in pool_shapes() {
+        for seed in SEEDS {
+            for ties in [false, true] {
+                let mut r = Rng(seed * 31 + s.planes as u64);
+                // With ties: values from {0, 0.5, 1}, or all zero after a ReLU in many windows.
+                let x: Vec<f32> = (0..s.input_len())
+                    .map(|_| if ties { (r.below(3) as f32) * 0.5 } else { r.uniform(-1.0, 1.0) })
+                    .collect();
+                let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
+                k.bind(g, s, &v(&xb), &v(&yb), &v(&ib)).run(g);
+                let (y, idx) = maxpool2d_forward::reference(s, &x);
+                let what = format!("maxpool2d_forward {s:?} ties={ties} seed={seed}");
+                assert_eq!(read(&yb), y, "{what}: values");
+                assert_eq!(read_u32(&ib), idx, "{what}: argmax");
+            }
+        }
+    }
+}
+
+#[test]
+fn maxpool2d_forward_first_maximum_and_nan() {
+    let g = gpu();
+    let k = Maxpool2dForward::new(g);
+    let s = PoolShape { planes: 1, h: 2, w: 6, k: 2, stride: 2 };
+    // Window 0: all equal -> index 0. Window 1: max at (1,0) twice -> first in row-major order.
+    // Window 2: a NaN wins and is propagated.
+    let x = vec![1.0, 1.0, 0.0, 2.0, 0.5, f32::NAN, 1.0, 1.0, 2.0, 0.0, 9.0, 3.0];
+    let (xb, yb, ib) = (upload(&x), out(3), out(3));
+    k.bind(g, s, &v(&xb), &v(&yb), &v(&ib)).run(g);
+    let (want_y, want_i) = maxpool2d_forward::reference(s, &x);
+    assert_eq!(want_i, vec![0, 3, 5]);
+    assert_eq!(read_u32(&ib), want_i);
+    let y = read(&yb);
+    assert_eq!(&y[..2], &want_y[..2]);
+    assert!(y[2].is_nan() && want_y[2].is_nan());
+}
+
+#[test]
+fn maxpool2d_backward_matches_reference() {
+    let g = gpu();
+    let fwd = Maxpool2dForward::new(g);
+    let k = Maxpool2dBackward::new(g);
+    for s in pool_shapes() {
+        for seed in SEEDS {
+            for (ties, relu_mask) in [(false, false), (true, true), (false, true)] {
+                let mut r = Rng(seed * 17 + s.planes as u64);
+                // The pooled tensor is a ReLU output: many zeros, and ties when asked.
+                let x: Vec<f32> = (0..s.input_len())
+                    .map(|_| if ties { (r.below(3) as f32) * 0.5 } else { r.uniform(-1.0, 1.0).max(0.0) })
+                    .collect();
+                let dy = r.vec(s.output_len(), -1.0, 1.0);
+                let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
+                let (dyb, dxb) = (upload(&dy), out(s.input_len()));
+                let f = fwd.bind(g, s, &v(&xb), &v(&yb), &v(&ib));
+                let b = k.bind(g, s, relu_mask, &v(&dyb), &v(&ib), &v(&xb), &v(&dxb));
+                run_all(g, &[&f, &b]);
+                let (_, idx) = maxpool2d_forward::reference(s, &x);
+                let want = maxpool2d_backward::reference(s, relu_mask, &dy, &idx, &x);
+                let tol = tolerance(s.k * s.k);
+                assert_close(&format!("maxpool2d_backward {s:?} ties={ties} mask={relu_mask} seed={seed}"), &read(&dxb), &want, tol);
+            }
+        }
+    }
+}
+
+/// (M, N, K) of a linear layer: batch, outputs, inputs.
+fn gemm_shapes() -> Vec<(usize, usize, usize)> {
+    vec![
+        (64, 120, 400), // fc1
+        (64, 84, 120),  // fc2
+        (64, 10, 84),   // fc3
+        (1, 120, 400),  // batch 1
+        (13, 84, 120),  // odd batch
+        (65, 13, 7),    // nothing a multiple of the 4x4 tile or the 8x8 workgroup
+        (3, 1, 1),
+    ]
+}
+
+#[test]
+fn gemm_matches_reference_for_all_three_products() {
+    let g = gpu();
+    let k = Gemm::new(g);
+    for (m, n, kk) in gemm_shapes() {
+        for seed in SEEDS {
+            let mut r = Rng(seed * 101 + m as u64);
+            let x = r.vec(m * kk, -1.0, 1.0);
+            let w = r.vec(n * kk, -0.3, 0.3);
+            let b = r.vec(n, -0.3, 0.3);
+            let dy = r.vec(m * n, -1.0, 1.0);
+            let act_x = r.vec(m * kk, -1.0, 1.0); // a ReLU mask source shaped like x
+            let cases = [
+                (Product::Forward, Epilogue { bias: true, relu: true, mask: false }),
+                (Product::Forward, Epilogue { bias: true, relu: false, mask: false }),
+                (Product::Forward, Epilogue::default()),
+                (Product::InputGrad, Epilogue { bias: false, relu: false, mask: true }),
+                (Product::InputGrad, Epilogue::default()),
+                (Product::WeightGrad, Epilogue::default()),
+            ];
+            for (product, epi) in cases {
+                let (a, bm) = match product {
+                    Product::Forward => (&x, &w),
+                    Product::InputGrad => (&dy, &w),
+                    Product::WeightGrad => (&dy, &x),
+                };
+                let (rows, cols, red) = gemm::dims(product, m, n, kk);
+                let (ab, bb, biasb, auxb, cb) = (upload(a), upload(bm), upload(&b), upload(&act_x), out(rows * cols));
+                k.bind(g, product, (m, n, kk), epi, &v(&ab), &v(&bb), &v(&biasb), &v(&auxb), &v(&cb)).run(g);
+                let want = gemm::reference(product, (m, n, kk), epi, a, bm, &b, &act_x);
+                assert_close(&format!("gemm {product:?} {epi:?} m={m} n={n} k={kk} seed={seed}"), &read(&cb), &want, tolerance(red));
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_grad_matches_reference() {
+    let g = gpu();
+    let k = BiasGrad::new(g);
+    for (m, n, _) in gemm_shapes() {
+        for seed in SEEDS {
+            let dy = Rng(seed + 5 * m as u64).vec(m * n, -1.0, 1.0);
+            let (dyb, dbb) = (upload(&dy), out(n));
+            k.bind(g, m, n, &v(&dyb), &v(&dbb)).run(g);
+            assert_close(&format!("bias_grad m={m} n={n}"), &read(&dbb), &bias_grad::reference(m, n, &dy), tolerance(m));
+        }
+    }
+}
+
+#[test]
+fn relu_forward_and_backward_match_reference() {
+    let g = gpu();
+    let k = Relu::new(g);
+    for n in [1usize, 63, 64, 65, 4704 * 3 + 1] {
+        let mut r = Rng(n as u64);
+        let x = r.vec(n, -1.0, 1.0);
+        let dy = r.vec(n, -1.0, 1.0);
+        let (xb, yb, dyb, dxb) = (upload(&x), out(n), upload(&dy), out(n));
+        let f = k.bind_forward(g, &v(&xb), &v(&yb));
+        let b = k.bind_backward(g, &v(&dyb), &v(&yb), &v(&dxb));
+        run_all(g, &[&f, &b]);
+        let y = relu::reference_forward(&x);
+        assert_eq!(read(&yb), y, "relu forward n={n}");
+        assert_eq!(read(&dxb), relu::reference_backward(&dy, &y), "relu backward n={n}");
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_matches_reference_including_large_logits() {
+    let g = gpu();
+    let k = SoftmaxCrossEntropy::new(g);
+    let table = StepTable::sequential(g, 3, 0);
+    for (batch, classes) in [(64, 10), (1, 10), (100, 10), (13, 7), (129, 3)] {
+        for seed in SEEDS {
+            for scale in [1.0f32, 80.0] {
+                let mut r = Rng(seed * 3 + batch as u64);
+                let logits = r.vec(batch * classes, -scale, scale);
+                let labels: Vec<u32> = (0..batch).map(|_| r.below(classes as u32)).collect();
+                let (lb, yb, gb) = (upload(&logits), upload(&labels), out(batch * classes));
+                let mb = out(3 * METRICS_WORDS);
+                // Write into metrics row 2 to check the step table selects the row.
+                let d = k.bind(g, batch, classes, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb));
+                let mut enc = g.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    d.record(&mut pass, table.offset(2));
+                }
+                g.queue.submit([enc.finish()]);
+                let (grad, loss, correct) = softmax_cross_entropy::reference(batch, classes, &logits, &labels);
+                let what = format!("softmax_cross_entropy batch={batch} classes={classes} scale={scale} seed={seed}");
+                assert_close(&what, &read(&gb), &grad, tolerance(classes));
+                let m = read(&mb);
+                assert!(m[..8].iter().all(|&x| x == 0.0), "{what}: rows 0 and 1 untouched");
+                assert_close(&format!("{what}: loss"), &m[8..9], &[loss as f32], tolerance(batch * classes));
+                assert_eq!(m[9], correct as f32, "{what}: correct count");
+                assert_eq!(m[10], batch as f32, "{what}: count");
+                assert_eq!(m[11], 0.0, "{what}: non-finite flag");
+                assert!(loss.is_finite() && loss > 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_flags_non_finite_logits() {
+    let g = gpu();
+    let k = SoftmaxCrossEntropy::new(g);
+    let table = StepTable::sequential(g, 1, 0);
+    let mut logits = Rng(9).vec(4 * 10, -1.0, 1.0);
+    logits[17] = f32::NAN;
+    let (lb, yb, gb, mb) = (upload(&logits), upload(&[0u32, 1, 2, 3]), out(40), out(METRICS_WORDS));
+    k.bind(g, 4, 10, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb)).run(g);
+    assert_eq!(read(&mb)[3], 1.0);
+}
+
+#[test]
+fn sgd_momentum_matches_reference_over_several_steps() {
+    let g = gpu();
+    let k = SgdMomentum::new(g);
+    for n in [1usize, 62_006, 62_006 + 64 * 9 + 3] {
+        let mut r = Rng(n as u64);
+        let mut w = r.vec(n, -1.0, 1.0);
+        let mut vel = vec![0f32; n];
+        let (wb, vb) = (upload(&w), upload(&vel));
+        for step in 0..3 {
+            let grad = r.vec(n, -1.0, 1.0);
+            let gb = upload(&grad);
+            k.bind(g, 0.01, 0.9, &v(&gb), &v(&wb), &v(&vb)).run(g);
+            sgd_momentum::reference(0.01, 0.9, &grad, &mut w, &mut vel);
+            assert_close(&format!("sgd weights n={n} step={step}"), &read(&wb), &w, 1e-6);
+            assert_close(&format!("sgd momentum n={n} step={step}"), &read(&vb), &vel, 1e-6);
+        }
+    }
+}
