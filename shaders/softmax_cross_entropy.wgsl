@@ -1,6 +1,7 @@
 // softmax_cross_entropy: the batch-mean cross-entropy of logits [B, C] against labels [B].
 // Writes the logit grads (softmax - onehot) / B and, into row `step` of the metrics buffer,
-// [summed loss, correct count, batch size, non-finite flag]. Stable: every exp is of
+// [summed loss, correct count, batch size, non-finite flag], and each row's predicted class
+// (first maximum) at preds[start + row], for per-class accuracy at the end of an evaluation. Stable: every exp is of
 // (logit - row max) <= 0. One workgroup; rows are strided over its 64 lanes and the per-lane
 // sums are reduced in a fixed tree order, so the metrics are reproducible bit for bit.
 
@@ -13,6 +14,7 @@ struct Step { step: u32, start: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(3) var<storage, read> labels: array<u32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(5) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(6) var<storage, read_write> preds: array<u32>;
 
 var<workgroup> red_loss: array<f32, 64>;
 var<workgroup> red_correct: array<u32, 64>;
@@ -45,6 +47,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let row_loss = log(s) - (logits[base + label] - mx);
         loss += row_loss;
         if (arg == label) { correct += 1u; }
+        preds[st.start + r] = arg;
         if (non_finite(row_loss) || non_finite(mx)) { bad = 1u; }
         let inv_s = 1.0 / s;
         for (var c = 0u; c < p.classes; c++) {

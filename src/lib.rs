@@ -3,7 +3,14 @@
 //! - [`gpu`]: adapter choice and the device.
 //! - [`kernels`]: one module per WGSL kernel, each with its CPU reference.
 //! - [`model`]: the parameter arena and LeNet's forward/backward schedule.
+//! - [`data`]: CIFAR-10, Fashion-MNIST, the synthetic set, download.
+//! - [`checkpoint`]: safetensors with PyTorch's `state_dict` names.
+//! - [`train`]: epochs, metrics, progress, evaluation.
 
+pub mod checkpoint;
+pub mod data;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+pub mod rng;
+pub mod train;

@@ -1,1 +1,171 @@
-fn main() {}
+//! The `gpu-lenet` command line.
+
+use clap::{Args, Parser, Subcommand};
+use gpu_lenet::data::{self, DataOptions, DatasetKind};
+use gpu_lenet::gpu::{self, AdapterChoice, Gpu};
+use gpu_lenet::train::{self, TrainConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gpu-lenet", version, about = "LeNet-5 trained with hand-written WGSL compute kernels on wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct AdapterArgs {
+    /// GPU adapter: auto, vulkan, metal, dx12, gl, or lavapipe (a Vulkan adapter of device type CPU).
+    #[arg(long, env = "GPU_LENET_ADAPTER", default_value = "auto", value_parser = parse_adapter)]
+    adapter: AdapterChoice,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data set to use.
+    #[arg(long, value_enum, default_value = "cifar10")]
+    dataset: DatasetKind,
+    /// Data folder (CIFAR-10: a cifar-10-batches-bin folder, default data/cifar-10-batches-bin;
+    /// Fashion-MNIST: its IDX files, default /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Never download CIFAR-10 when its folder is missing.
+    #[arg(long)]
+    no_download: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train LeNet-5 (PyTorch's CIFAR-10 tutorial network and recipe) on the GPU.
+    Train {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Passes over the training set.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Images per step; the last partial batch is trained too.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// SGD learning rate.
+        #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+        lr: f32,
+        /// SGD momentum (PyTorch's rule: v = momentum*v + g; w -= lr*v).
+        #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+        momentum: f32,
+        /// Seed for initialisation, shuffling and the synthetic data set.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Train in file order instead of a seeded shuffle.
+        #[arg(long)]
+        no_shuffle: bool,
+        /// Append one JSON object per epoch to this file.
+        #[arg(long)]
+        metrics: Option<PathBuf>,
+        /// Save the weights (safetensors, PyTorch state_dict names) after every epoch.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Start from these weights (safetensors) instead of the random initialisation.
+        #[arg(long)]
+        init: Option<PathBuf>,
+    },
+    /// Evaluate a checkpoint on the test split: loss, accuracy, per-class accuracy.
+    Eval {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        /// The weights (safetensors with PyTorch state_dict names).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// List every GPU adapter wgpu finds.
+    Adapters,
+    /// Time every kernel at LeNet's shapes (arrives with the benchmarks issue).
+    BenchKernels {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+}
+
+fn parse_adapter(s: &str) -> Result<AdapterChoice, String> {
+    s.parse()
+}
+
+fn open_gpu(choice: AdapterChoice) -> Result<Gpu, String> {
+    Gpu::new(choice)
+}
+
+fn load_data(d: &DataArgs, seed: u64) -> Result<data::Dataset, String> {
+    data::load(&DataOptions { kind: d.dataset, dir: d.data.clone(), download: !d.no_download, seed })
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Adapters => {
+            let all = gpu::enumerate_adapters();
+            if all.is_empty() {
+                return Err("no GPU adapter found (is a Vulkan driver installed? on Debian: apt-get install mesa-vulkan-drivers libvulkan1)".into());
+            }
+            for a in &all {
+                println!("{}", gpu::describe_adapter(a));
+            }
+            Ok(())
+        }
+        Command::Train { adapter, data, epochs, batch_size, lr, momentum, seed, no_shuffle, metrics, save, init } => {
+            let cfg = TrainConfig {
+                epochs,
+                batch_size,
+                lr,
+                momentum,
+                seed,
+                shuffle: !no_shuffle,
+                metrics,
+                save,
+                init,
+                progress: true,
+            };
+            // Cheap checks first: no data loading or GPU start-up for a bad flag.
+            if cfg.epochs == 0 {
+                return Err("--epochs: must be at least 1".into());
+            }
+            if cfg.batch_size == 0 {
+                return Err("--batch-size: must be at least 1".into());
+            }
+            if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+                return Err(format!("--lr {}: expected a positive finite learning rate", cfg.lr));
+            }
+            let gpu = open_gpu(adapter.adapter)?;
+            let ds = load_data(&data, seed)?;
+            train::run(&gpu, ds, &cfg).map(|_| ())
+        }
+        Command::Eval { adapter, data, checkpoint, batch_size, seed } => {
+            if batch_size == 0 {
+                return Err("--batch-size: must be at least 1".into());
+            }
+            let gpu = open_gpu(adapter.adapter)?;
+            let ds = load_data(&data, seed)?;
+            train::evaluate_checkpoint(&gpu, ds, &checkpoint, batch_size).map(|_| ())
+        }
+        Command::BenchKernels { .. } => Err("bench-kernels is not implemented yet: it arrives with the benchmarks issue".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -268,7 +268,8 @@ fn softmax_cross_entropy_matches_reference_including_large_logits() {
                 let (lb, yb, gb) = (upload(&logits), upload(&labels), out(batch * classes));
                 let mb = out(3 * METRICS_WORDS);
                 // Write into metrics row 2 to check the step table selects the row.
-                let d = k.bind(g, batch, classes, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb));
+                let pb = out(batch);
+                let d = k.bind(g, batch, classes, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb), &v(&pb));
                 let mut enc = g.device.create_command_encoder(&Default::default());
                 {
                     let mut pass = enc.begin_compute_pass(&Default::default());
@@ -284,6 +285,9 @@ fn softmax_cross_entropy_matches_reference_including_large_logits() {
                 assert_eq!(m[9], correct as f32, "{what}: correct count");
                 assert_eq!(m[10], batch as f32, "{what}: count");
                 assert_eq!(m[11], 0.0, "{what}: non-finite flag");
+                let preds = read_u32(&pb);
+                let hits = preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
+                assert_eq!(hits as u32, correct, "{what}: predictions agree with the correct count");
                 assert!(loss.is_finite() && loss > 0.0);
             }
         }
@@ -298,7 +302,8 @@ fn softmax_cross_entropy_flags_non_finite_logits() {
     let mut logits = Rng(9).vec(4 * 10, -1.0, 1.0);
     logits[17] = f32::NAN;
     let (lb, yb, gb, mb) = (upload(&logits), upload(&[0u32, 1, 2, 3]), out(40), out(METRICS_WORDS));
-    k.bind(g, 4, 10, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb)).run(g);
+    let pb = out(4);
+    k.bind(g, 4, 10, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb), &v(&pb)).run(g);
     assert_eq!(read(&mb)[3], 1.0);
 }
 

@@ -33,7 +33,8 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
     let table = StepTable::sequential(g, steps, batch);
     let metrics = g.storage("metrics", steps * METRICS_WORDS);
     let (lr, momentum) = (0.05f32, 0.9f32);
-    let sched = Schedule::new(g, &kernels, &net, batch, &table, &View::whole(&metrics), lr, momentum);
+    let preds = g.storage("preds", steps * batch);
+    let sched = Schedule::new(g, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
 
     for step in 0..steps {
         let x = rng.vec(batch * in_channels * 32 * 32, -1.0, 1.0);

@@ -13,6 +13,7 @@ pub mod conv2d_forward;
 pub mod gemm;
 pub mod maxpool2d_backward;
 pub mod maxpool2d_forward;
+pub mod prepare_batch;
 pub mod relu;
 pub mod sgd_momentum;
 pub mod softmax_cross_entropy;

@@ -26,13 +26,14 @@ impl SoftmaxCrossEntropy {
             "softmax_cross_entropy",
             include_str!("../../shaders/softmax_cross_entropy.wgsl"),
             "main",
-            &[Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
+            &[Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite, Slot::ReadWrite],
         );
         SoftmaxCrossEntropy { kernel }
     }
 
     /// `steps` is the step table (see [`super::StepTable`]); the metrics row is chosen by the
-    /// dynamic offset given when the dispatch is recorded.
+    /// dynamic offset given when the dispatch is recorded; `preds` gets the predicted class of
+    /// each row at the step's `start` offset (it must hold every sample of the split).
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &self,
@@ -44,6 +45,7 @@ impl SoftmaxCrossEntropy {
         labels: &View,
         dlogits: &View,
         metrics: &View,
+        preds: &View,
     ) -> Dispatch {
         let params = gpu.uniform(
             "softmax_cross_entropy params",
@@ -58,6 +60,7 @@ impl SoftmaxCrossEntropy {
                 labels.resource(),
                 dlogits.resource(),
                 metrics.resource(),
+                preds.resource(),
             ],
             [1, 1, 1],
         )

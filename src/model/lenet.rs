@@ -180,7 +180,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// Builds every bind group of a step for `batch` images. Metrics rows are written by the
-    /// loss kernel at the row the step table selects.
+    /// loss kernel at the row the step table selects, predictions into `preds` at the step's start.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
@@ -189,6 +189,7 @@ impl Schedule {
         batch: usize,
         steps: &StepTable,
         metrics: &View,
+        preds: &View,
         lr: f32,
         momentum: f32,
     ) -> Schedule {
@@ -210,7 +211,7 @@ impl Schedule {
             k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3)),
             k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4)),
             k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits)),
-            k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics),
+            k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds),
         ];
 
         let none = Epilogue::default();

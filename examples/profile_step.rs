@@ -1,0 +1,27 @@
+//! Wall-clock time of each dispatch of one training step (quick profile).
+use gpu_lenet::gpu::{AdapterChoice, Gpu};
+use gpu_lenet::kernels::{softmax_cross_entropy::METRICS_WORDS, StepTable, View};
+use gpu_lenet::model::{Lenet, LenetKernels, Schedule};
+use std::time::Instant;
+
+fn main() {
+    let batch: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
+    let k = LenetKernels::new(&gpu);
+    let net = Lenet::new(&gpu, 3);
+    let table = StepTable::sequential(&gpu, 1, batch);
+    let metrics = gpu.storage("m", METRICS_WORDS);
+    let preds = gpu.storage("p", batch);
+    let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
+    for d in s.forward.iter().chain(&s.backward) {
+        d.run(&gpu);
+        gpu.wait_idle().unwrap();
+        let reps = 5;
+        let t = Instant::now();
+        for _ in 0..reps {
+            d.run(&gpu);
+            gpu.wait_idle().unwrap();
+        }
+        println!("{:40} {:?} {:8.3} ms", d.name, d.workgroups, t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    }
+}

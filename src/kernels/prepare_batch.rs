@@ -1,0 +1,141 @@
+//! prepare_batch: the data set lives on the GPU as bytes; this kernel gathers a batch through
+//! the epoch's permutation, pads, converts and normalises it. Also owns the upload of a split.
+
+use super::{grid_1d, Dispatch, Kernel, Slot, StepTable, View};
+use crate::data::{Dataset, Split};
+use crate::gpu::Gpu;
+use crate::model::IMAGE;
+
+pub const MAX_CHUNKS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub batch: u32,
+    pub channels: u32,
+    pub src_h: u32,
+    pub src_w: u32,
+    pub pad: u32,
+    pub dst: u32,
+    pub per_chunk: u32,
+    pub record_words: u32,
+    pub total: u32,
+    pub _pad: [u32; 3],
+}
+
+/// One split of a data set resident on the GPU.
+pub struct GpuSplit {
+    pub chunks: Vec<wgpu::Buffer>,
+    pub labels: wgpu::Buffer,
+    pub per_chunk: usize,
+    pub len: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub pad: usize,
+}
+
+impl GpuSplit {
+    /// Uploads the images as raw bytes, split into whole-image chunks that each fit the
+    /// adapter's storage binding limit.
+    pub fn upload(gpu: &Gpu, ds: &Dataset, split: &Split, what: &str) -> Result<GpuSplit, String> {
+        let record = ds.record();
+        if record % 4 != 0 {
+            return Err(format!("{what}: image records of {record} bytes are not a multiple of 4"));
+        }
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
+        let per_chunk = (limit / record).max(1);
+        let n = split.len();
+        let nchunks = n.div_ceil(per_chunk).max(1);
+        if nchunks > MAX_CHUNKS {
+            return Err(format!(
+                "{what}: {n} images ({} MiB) need {nchunks} buffers at this adapter's {} MiB binding limit; at most {MAX_CHUNKS} are supported",
+                n * record >> 20,
+                limit >> 20
+            ));
+        }
+        let chunks = (0..nchunks)
+            .map(|c| {
+                let lo = c * per_chunk * record;
+                let hi = ((c + 1) * per_chunk * record).min(split.images.len());
+                let bytes = &split.images[lo..hi];
+                let buf = gpu.storage(&format!("{what} images {c}"), bytes.len() / 4);
+                gpu.queue.write_buffer(&buf, 0, bytes);
+                buf
+            })
+            .collect();
+        let labels: Vec<u32> = split.labels.iter().map(|&l| l as u32).collect();
+        Ok(GpuSplit {
+            chunks,
+            labels: gpu.storage_from(&format!("{what} labels"), &labels),
+            per_chunk,
+            len: n,
+            channels: ds.channels,
+            height: ds.height,
+            width: ds.width,
+            pad: ds.pad,
+        })
+    }
+}
+
+pub struct PrepareBatch {
+    kernel: Kernel,
+}
+
+impl PrepareBatch {
+    pub fn new(gpu: &Gpu) -> Self {
+        let mut slots = vec![Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read];
+        slots.extend([Slot::Read; MAX_CHUNKS]);
+        slots.extend([Slot::ReadWrite, Slot::ReadWrite]);
+        let kernel = Kernel::new(gpu, "prepare_batch", include_str!("../../shaders/prepare_batch.wgsl"), "main", &slots);
+        PrepareBatch { kernel }
+    }
+
+    /// Gathers `batch` samples starting at the step table's `start` in `perm` into `x`
+    /// ([batch, C, 32, 32], normalised) and `labels`.
+    pub fn bind(&self, gpu: &Gpu, split: &GpuSplit, perm: &View, steps: &StepTable, batch: usize, x: &View, labels: &View) -> Dispatch {
+        let total = batch * split.channels * IMAGE * IMAGE;
+        let p = Params {
+            batch: batch as u32,
+            channels: split.channels as u32,
+            src_h: split.height as u32,
+            src_w: split.width as u32,
+            pad: split.pad as u32,
+            dst: IMAGE as u32,
+            per_chunk: split.per_chunk as u32,
+            record_words: (split.channels * split.height * split.width / 4) as u32,
+            total: total as u32,
+            _pad: [0; 3],
+        };
+        let params = gpu.uniform("prepare_batch params", &p);
+        let chunk_views: Vec<View> = (0..MAX_CHUNKS).map(|c| View::whole(&split.chunks[c.min(split.chunks.len() - 1)])).collect();
+        let lv = View::whole(&split.labels);
+        let mut res = vec![params.as_entire_binding(), steps.resource(), perm.resource(), lv.resource()];
+        res.extend(chunk_views.iter().map(|v| v.resource()));
+        res.push(x.resource());
+        res.push(labels.resource());
+        self.kernel.bind(gpu, &res, grid_1d(total))
+    }
+}
+
+/// CPU reference: the normalised, padded batch and its labels for samples perm[start..start+batch].
+pub fn reference(ds: &Dataset, split: &Split, perm: &[u32], start: usize, batch: usize) -> (Vec<f32>, Vec<u32>) {
+    let (c, h, w, pad) = (ds.channels, ds.height, ds.width, ds.pad);
+    let mut x = Vec::with_capacity(batch * c * IMAGE * IMAGE);
+    let mut labels = Vec::with_capacity(batch);
+    for b in 0..batch {
+        let s = perm[start + b] as usize;
+        let img = &split.images[s * ds.record()..(s + 1) * ds.record()];
+        for ch in 0..c {
+            for y in 0..IMAGE {
+                for xx in 0..IMAGE {
+                    let inside = y >= pad && xx >= pad && y < pad + h && xx < pad + w;
+                    let raw = if inside { img[(ch * h + y - pad) * w + xx - pad] } else { 0 };
+                    x.push((raw as f32 / 255.0 - 0.5) / 0.5);
+                }
+            }
+        }
+        labels.push(split.labels[s] as u32);
+    }
+    (x, labels)
+}
