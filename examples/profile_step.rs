@@ -7,7 +7,7 @@ use std::time::Instant;
 fn main() {
     let batch: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(64);
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
-    let k = LenetKernels::new(&gpu);
+    let k = LenetKernels::new(&gpu, 3);
     let net = Lenet::new(&gpu, 3);
     let table = StepTable::sequential(&gpu, 1, batch);
     let metrics = gpu.storage("m", METRICS_WORDS);

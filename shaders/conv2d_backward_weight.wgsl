@@ -1,59 +1,82 @@
 // conv2d_backward_weight: dw = sum over batch and output pixels of dy * x (shifted), and the
 // bias grad db = sum of dy, without atomics and in a fixed order.
-// dy [B, Cout, OH, OW], x [B, Cin, H, W] -> dw [Cout, Cin, KH, KW], db [Cout].
+// dy [B, COUT, OH, OW], x [B, CIN, H, W] -> dw [COUT, CIN, KH, KW], db [COUT].
 //
-// Pass 1 (`partials`): invocation (j, c) sums the terms of output j (a weight, or a bias when
-// j >= Cout*Cin*KH*KW) over the images of chunk c, in image, row, column order.
-// Pass 2 (`reduce`): output j = sum over chunks c = 0, 1, ... of partial[c][j].
-// The chunking depends only on the shape, so a run is bit-for-bit reproducible.
+// Pass 1 (`partials`): workgroup (lane group, co, chunk). Lane l < CIN*KH owns (ci, ky) and
+// computes the KW taps dw[co, ci, ky, 0..KW] over the chunk's images: it slides a KW-wide
+// window along each input row, so each output pixel costs one input load, one dy load (the
+// same address in every lane: b, co, oy, ox are uniform) and KW multiply-adds. Lane
+// l == CIN*KH computes the bias grad of co. Results go to partial[chunk][j].
+// Pass 2 (`reduce`): dw/db[j] = sum over chunks c = 0, 1, ... of partial[c][j].
+// Shapes are override constants; the chunking depends only on the shape, so runs are
+// reproducible bit for bit.
 
-struct Params {
-    batch: u32, cin: u32, h: u32, w: u32,
-    cout: u32, kh: u32, kw: u32, oh: u32,
-    ow: u32, chunk: u32, chunks: u32, nout: u32,
-}
+override CIN: u32;
+override H: u32;
+override W: u32;
+override COUT: u32;
+override KH: u32;
+override KW: u32;
+override OH: u32 = H - KH + 1u;
+override OW: u32 = W - KW + 1u;
+override NW: u32 = COUT * CIN * KH * KW;
+override NOUT: u32 = NW + COUT;
+
+const MAX_K: u32 = 16u;
+
+struct Params { batch: u32, chunk: u32, chunks: u32, _p0: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
-@compute @workgroup_size(64, 1, 1)
-fn partials(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
-    let c = gid.y;
-    if (j >= p.nout) { return; }
-    let nw = p.cout * p.cin * p.kh * p.kw;
+@compute @workgroup_size(32, 1, 1)
+fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = gid.x;
+    let co = wid.y;
+    let c = wid.z;
+    if (lane > CIN * KH) { return; }
     let b0 = c * p.chunk;
     let b1 = min(p.batch, b0 + p.chunk);
-    let plane = p.oh * p.ow;
-    var acc = 0.0;
-    if (j < nw) {
-        let kx = j % p.kw;
-        let ky = (j / p.kw) % p.kh;
-        let ci = (j / (p.kw * p.kh)) % p.cin;
-        let co = j / (p.kw * p.kh * p.cin);
+    if (lane == CIN * KH) {
+        var s = 0.0;
         for (var b = b0; b < b1; b++) {
-            let dbase = (b * p.cout + co) * plane;
-            let xbase = ((b * p.cin + ci) * p.h + ky) * p.w + kx;
-            for (var oy = 0u; oy < p.oh; oy++) {
-                let drow = dbase + oy * p.ow;
-                let xrow = xbase + oy * p.w;
-                for (var ox = 0u; ox < p.ow; ox++) {
-                    acc += dy[drow + ox] * x[xrow + ox];
+            let base = (b * COUT + co) * OH * OW;
+            for (var i = 0u; i < OH * OW; i++) {
+                s += dy[base + i];
+            }
+        }
+        partial[c * NOUT + NW + co] = s;
+        return;
+    }
+    let ci = lane / KH;
+    let ky = lane % KH;
+    var acc: array<f32, MAX_K>;
+    for (var b = b0; b < b1; b++) {
+        for (var oy = 0u; oy < OH; oy++) {
+            let xrow = ((b * CIN + ci) * H + oy + ky) * W;
+            let drow = ((b * COUT + co) * OH + oy) * OW;
+            var win: array<f32, MAX_K>;
+            for (var kx = 0u; kx + 1u < KW; kx++) {
+                win[kx] = x[xrow + kx];
+            }
+            for (var ox = 0u; ox < OW; ox++) {
+                win[KW - 1u] = x[xrow + ox + KW - 1u];
+                let g = dy[drow + ox];
+                for (var kx = 0u; kx < KW; kx++) {
+                    acc[kx] += g * win[kx];
+                }
+                for (var kx = 0u; kx + 1u < KW; kx++) {
+                    win[kx] = win[kx + 1u];
                 }
             }
         }
-    } else {
-        let co = j - nw;
-        for (var b = b0; b < b1; b++) {
-            let dbase = (b * p.cout + co) * plane;
-            for (var i = 0u; i < plane; i++) {
-                acc += dy[dbase + i];
-            }
-        }
     }
-    partial[c * p.nout + j] = acc;
+    let out = c * NOUT + ((co * CIN + ci) * KH + ky) * KW;
+    for (var kx = 0u; kx < KW; kx++) {
+        partial[out + kx] = acc[kx];
+    }
 }
 
 @group(0) @binding(1) var<storage, read> partial_in: array<f32>;
@@ -63,11 +86,10 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64, 1, 1)
 fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
-    if (j >= p.nout) { return; }
+    if (j >= NOUT) { return; }
     var acc = 0.0;
     for (var c = 0u; c < p.chunks; c++) {
-        acc += partial_in[c * p.nout + j];
+        acc += partial_in[c * NOUT + j];
     }
-    let nw = p.cout * p.cin * p.kh * p.kw;
-    if (j < nw) { dw[j] = acc; } else { db[j - nw] = acc; }
+    if (j < NW) { dw[j] = acc; } else { db[j - NW] = acc; }
 }

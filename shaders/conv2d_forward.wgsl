@@ -1,16 +1,30 @@
 // conv2d_forward: y = conv(x, w) + b, optional ReLU. Stride 1, no padding (LeNet's convolutions).
-// x [B, Cin, H, W], w [Cout, Cin, KH, KW], b [Cout], y [B, Cout, OH, OW].
+// x [B, CIN, H, W], w [COUT, CIN, KH, KW], b [COUT], y [B, COUT, OH, OW].
 //
-// One invocation computes four horizontally adjacent output pixels of one output channel.
-// The input row segment it needs (4 + KW - 1 values) is loaded once per (ci, ky) into registers
-// and reused KW times; every lane of a workgroup shares `co`, so weight loads are uniform (one
-// load for the whole SIMD group on llvmpipe, a broadcast on GPUs).
+// The layer's shape comes in as pipeline override constants, so every loop below has a constant
+// trip count and the shader compiler unrolls it and keeps the small arrays in registers.
+// One invocation computes 4 horizontally adjacent output pixels for CO_TILE output channels:
+// the input row segment (4 + KW - 1 values) is loaded once per (ci, ky) and reused for
+// CO_TILE * KW multiply-adds. Output channels come from the workgroup id, so every weight load
+// has the same address in all lanes (one scalar load on llvmpipe, a broadcast on GPUs); only
+// the input loads differ per lane.
 
-struct Params {
-    batch: u32, cin: u32, h: u32, w: u32,
-    cout: u32, kh: u32, kw: u32, oh: u32,
-    ow: u32, relu: u32, quads: u32, _pad: u32,
-}
+override CIN: u32;
+override H: u32;
+override W: u32;
+override COUT: u32;
+override KH: u32;
+override KW: u32;
+override CO_TILE: u32;   // output channels per invocation, at most 8
+override RELU: bool;
+override OH: u32 = H - KH + 1u;
+override OW: u32 = W - KW + 1u;
+override QUADS: u32 = (OW + 3u) / 4u;
+
+const MAX_SEG: u32 = 16u;  // 4 outputs + kernel width up to 13 - 1
+const MAX_CO: u32 = 8u;
+
+struct Params { batch: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -18,37 +32,43 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-const MAX_SEG: u32 = 20u; // 4 outputs + kernel width up to 17 - 1
-
 @compute @workgroup_size(64, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let tile = gid.x;
-    let co = gid.y;
-    let b = gid.z;
-    if (tile >= p.oh * p.quads) { return; }
-    let oy = tile / p.quads;
-    let ox0 = (tile % p.quads) * 4u;
-    let seg_len = 3u + p.kw;
+    if (tile >= OH * QUADS) { return; }
+    let co0 = wid.y * CO_TILE;
+    let b = wid.z;
+    let oy = tile / QUADS;
+    let ox0 = (tile % QUADS) * 4u;
 
-    var acc = vec4<f32>(bias[co]);
-    var seg: array<f32, MAX_SEG>;
-    for (var ci = 0u; ci < p.cin; ci++) {
-        for (var ky = 0u; ky < p.kh; ky++) {
-            let row = ((b * p.cin + ci) * p.h + oy + ky) * p.w;
-            for (var j = 0u; j < seg_len; j++) {
+    var acc: array<vec4<f32>, MAX_CO>;
+    for (var t = 0u; t < CO_TILE; t++) {
+        acc[t] = vec4<f32>(bias[min(co0 + t, COUT - 1u)]);
+    }
+    for (var ci = 0u; ci < CIN; ci++) {
+        for (var ky = 0u; ky < KH; ky++) {
+            let row = ((b * CIN + ci) * H + oy + ky) * W;
+            var seg: array<f32, MAX_SEG>;
+            for (var j = 0u; j < 3u + KW; j++) {
                 // Past the row's end only for outputs that are masked off below.
-                seg[j] = x[row + min(ox0 + j, p.w - 1u)];
+                seg[j] = x[row + min(ox0 + j, W - 1u)];
             }
-            let wrow = ((co * p.cin + ci) * p.kh + ky) * p.kw;
-            for (var kx = 0u; kx < p.kw; kx++) {
-                let wv = wt[wrow + kx];
-                acc += wv * vec4<f32>(seg[kx], seg[kx + 1u], seg[kx + 2u], seg[kx + 3u]);
+            for (var t = 0u; t < CO_TILE; t++) {
+                let wrow = ((min(co0 + t, COUT - 1u) * CIN + ci) * KH + ky) * KW;
+                for (var kx = 0u; kx < KW; kx++) {
+                    acc[t] += wt[wrow + kx] * vec4<f32>(seg[kx], seg[kx + 1u], seg[kx + 2u], seg[kx + 3u]);
+                }
             }
         }
     }
-    if (p.relu != 0u) { acc = max(acc, vec4<f32>(0.0)); }
-    let out = ((b * p.cout + co) * p.oh + oy) * p.ow + ox0;
-    for (var j = 0u; j < 4u; j++) {
-        if (ox0 + j < p.ow) { y[out + j] = acc[j]; }
+    for (var t = 0u; t < CO_TILE; t++) {
+        let co = co0 + t;
+        if (co >= COUT) { break; }
+        var v = acc[t];
+        if (RELU) { v = max(v, vec4<f32>(0.0)); }
+        let out = ((b * COUT + co) * OH + oy) * OW + ox0;
+        for (var j = 0u; j < 4u; j++) {
+            if (ox0 + j < OW) { y[out + j] = v[j]; }
+        }
     }
 }

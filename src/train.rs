@@ -177,7 +177,7 @@ impl<'g> Engine<'g> {
         if with_train && dataset.train.is_empty() {
             return Err(format!("{}: the training split holds no images", dataset.source));
         }
-        let kernels = LenetKernels::new(gpu);
+        let kernels = LenetKernels::new(gpu, dataset.channels);
         let prep = PrepareBatch::new(gpu);
         let net = Lenet::new(gpu, dataset.channels);
         let train = if with_train {

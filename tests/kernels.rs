@@ -38,16 +38,16 @@ fn v(b: &wgpu::Buffer) -> View {
 #[test]
 fn conv2d_forward_matches_reference() {
     let g = gpu();
-    let k = Conv2dForward::new(g);
     for s in conv_shapes() {
-        for seed in SEEDS {
-            for relu in [true, false] {
+        for relu in [true, false] {
+            let k = Conv2dForward::new(g, s, relu);
+            for seed in SEEDS {
                 let mut r = Rng(seed * 1000 + s.batch as u64);
                 let x = r.vec(s.input_len(), -1.0, 1.0);
                 let w = r.vec(s.weight_len(), -0.3, 0.3);
                 let b = r.vec(s.cout, -0.3, 0.3);
                 let (xb, wb, bb, yb) = (upload(&x), upload(&w), upload(&b), out(s.output_len()));
-                k.bind(g, s, relu, &v(&xb), &v(&wb), &v(&bb), &v(&yb)).run(g);
+                k.bind(g, s.batch, &v(&xb), &v(&wb), &v(&bb), &v(&yb)).run(g);
                 let want = conv2d_forward::reference(s, relu, &x, &w, &b);
                 assert_close(&format!("conv2d_forward {s:?} relu={relu} seed={seed}"), &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
             }
@@ -58,14 +58,14 @@ fn conv2d_forward_matches_reference() {
 #[test]
 fn conv2d_backward_input_matches_reference() {
     let g = gpu();
-    let k = Conv2dBackwardInput::new(g);
     for s in conv_shapes() {
+        let k = Conv2dBackwardInput::new(g, s);
         for seed in SEEDS {
             let mut r = Rng(seed * 7 + s.batch as u64);
             let dy = r.vec(s.output_len(), -1.0, 1.0);
             let w = r.vec(s.weight_len(), -0.3, 0.3);
             let (dyb, wb, dxb) = (upload(&dy), upload(&w), out(s.input_len()));
-            k.bind(g, s, &v(&dyb), &v(&wb), &v(&dxb)).run(g);
+            k.bind(g, s.batch, &v(&dyb), &v(&wb), &v(&dxb)).run(g);
             let want = conv2d_backward_input::reference(s, &dy, &w);
             assert_close(&format!("conv2d_backward_input {s:?} seed={seed}"), &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
         }
@@ -75,14 +75,14 @@ fn conv2d_backward_input_matches_reference() {
 #[test]
 fn conv2d_backward_weight_matches_reference() {
     let g = gpu();
-    let k = Conv2dBackwardWeight::new(g);
     for s in conv_shapes() {
+        let k = Conv2dBackwardWeight::new(g, s);
         for seed in SEEDS {
             let mut r = Rng(seed * 13 + s.batch as u64);
             let dy = r.vec(s.output_len(), -1.0, 1.0);
             let x = r.vec(s.input_len(), -1.0, 1.0);
             let (dyb, xb, dwb, dbb) = (upload(&dy), upload(&x), out(s.weight_len()), out(s.cout));
-            let d = k.bind(g, s, &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb));
+            let d = k.bind(g, s.batch, &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb));
             run_all(g, &[&d.partials, &d.reduce]);
             let (dw, db) = conv2d_backward_weight::reference(s, &dy, &x);
             let n = s.batch * s.oh() * s.ow();

@@ -22,7 +22,7 @@ fn init(arena: &model::Arena, in_channels: usize, rng: &mut Rng) -> Vec<f32> {
 
 fn run_case(in_channels: usize, batch: usize, seed: u64) {
     let g = gpu();
-    let kernels = LenetKernels::new(g);
+    let kernels = LenetKernels::new(g, in_channels);
     let net = Lenet::new(g, in_channels);
     let arena = net.arena.clone();
     let mut rng = Rng(seed);

@@ -1,6 +1,6 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
-use super::conv2d_forward::ConvShape;
+use super::conv2d_forward::{co_tile, ConvShape};
 use super::{Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
@@ -8,51 +8,47 @@ use crate::gpu::Gpu;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub batch: u32,
-    pub cin: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cout: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub oh: u32,
-    pub ow: u32,
     pub _pad: [u32; 3],
 }
 
+/// An input-gradient pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dBackwardInput {
     kernel: Kernel,
+    shape: ConvShape,
+    ci_tile: usize,
 }
 
 impl Conv2dBackwardInput {
-    pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
+    /// `s.batch` is ignored: the batch is chosen per bind.
+    pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
+        assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
+        let ci_tile = co_tile(s.cin);
+        let kernel = Kernel::with_constants(
             gpu,
             "conv2d_backward_input",
             include_str!("../../shaders/conv2d_backward_input.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &[
+                ("CIN", s.cin as f64),
+                ("H", s.h as f64),
+                ("W", s.w as f64),
+                ("COUT", s.cout as f64),
+                ("KH", s.kh as f64),
+                ("KW", s.kw as f64),
+                ("CI_TILE", ci_tile as f64),
+            ],
         );
-        Conv2dBackwardInput { kernel }
+        Conv2dBackwardInput { kernel, shape: s, ci_tile }
     }
 
-    pub fn bind(&self, gpu: &Gpu, s: ConvShape, dy: &View, w: &View, dx: &View) -> Dispatch {
-        let p = Params {
-            batch: s.batch as u32,
-            cin: s.cin as u32,
-            h: s.h as u32,
-            w: s.w as u32,
-            cout: s.cout as u32,
-            kh: s.kh as u32,
-            kw: s.kw as u32,
-            oh: s.oh() as u32,
-            ow: s.ow() as u32,
-            _pad: [0; 3],
-        };
-        let params = gpu.uniform("conv2d_backward_input params", &p);
+    pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, w: &View, dx: &View) -> Dispatch {
+        let s = self.shape;
+        let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, _pad: [0; 3] });
         self.kernel.bind(
             gpu,
             &[params.as_entire_binding(), dy.resource(), w.resource(), dx.resource()],
-            [(s.h * s.w).div_ceil(64) as u32, s.cin as u32, s.batch as u32],
+            [(s.h * s.w.div_ceil(4)).div_ceil(64) as u32, s.cin.div_ceil(self.ci_tile) as u32, batch as u32],
         )
     }
 }

@@ -9,32 +9,22 @@ use crate::gpu::Gpu;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub batch: u32,
-    pub cin: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cout: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub oh: u32,
-    pub ow: u32,
     pub chunk: u32,
     pub chunks: u32,
-    pub nout: u32,
+    pub _pad: u32,
 }
 
-/// How the batch is split into chunks: enough invocations to fill the device, few enough
-/// partials to keep the second pass short. Depends only on the shape.
-pub fn chunking(s: ConvShape) -> (usize, usize) {
-    let nout = s.weight_len() + s.cout;
-    let want = 16_384usize.div_ceil(nout).clamp(1, s.batch.max(1));
-    let chunk = s.batch.div_ceil(want).max(1);
-    let chunks = s.batch.div_ceil(chunk).max(1);
-    (chunk, chunks)
+/// Images per partial sum, and the number of partials. One image per workgroup keeps every
+/// core busy at LeNet's channel counts; depends only on the batch size.
+pub fn chunking(batch: usize) -> (usize, usize) {
+    (1, batch.max(1))
 }
 
+/// A weight-gradient pipeline pair specialised to one layer's shape (any batch size).
 pub struct Conv2dBackwardWeight {
     partials: Kernel,
     reduce: Kernel,
+    shape: ConvShape,
 }
 
 /// The two dispatches of one weight-gradient computation, plus the scratch they share.
@@ -45,56 +35,56 @@ pub struct BackwardWeightDispatch {
 }
 
 impl Conv2dBackwardWeight {
-    pub fn new(gpu: &Gpu) -> Self {
+    /// `s.batch` is ignored: the batch is chosen per bind.
+    pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
+        assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
         let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
-        let partials = Kernel::new(
+        let constants = [
+            ("CIN", s.cin as f64),
+            ("H", s.h as f64),
+            ("W", s.w as f64),
+            ("COUT", s.cout as f64),
+            ("KH", s.kh as f64),
+            ("KW", s.kw as f64),
+        ];
+        let partials = Kernel::with_constants(
             gpu,
             "conv2d_backward_weight.partials",
             src,
             "partials",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &constants,
         );
-        let reduce = Kernel::new(
+        let reduce = Kernel::with_constants(
             gpu,
             "conv2d_backward_weight.reduce",
             src,
             "reduce",
             &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
+            &constants,
         );
-        Conv2dBackwardWeight { partials, reduce }
+        Conv2dBackwardWeight { partials, reduce, shape: s }
     }
 
     /// `dw` and `db` are overwritten (not accumulated into).
-    pub fn bind(&self, gpu: &Gpu, s: ConvShape, dy: &View, x: &View, dw: &View, db: &View) -> BackwardWeightDispatch {
+    pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, x: &View, dw: &View, db: &View) -> BackwardWeightDispatch {
+        let s = self.shape;
         let nout = s.weight_len() + s.cout;
-        let (chunk, chunks) = chunking(s);
-        let p = Params {
-            batch: s.batch as u32,
-            cin: s.cin as u32,
-            h: s.h as u32,
-            w: s.w as u32,
-            cout: s.cout as u32,
-            kh: s.kh as u32,
-            kw: s.kw as u32,
-            oh: s.oh() as u32,
-            ow: s.ow() as u32,
-            chunk: chunk as u32,
-            chunks: chunks as u32,
-            nout: nout as u32,
-        };
+        let (chunk, chunks) = chunking(batch);
+        let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, _pad: 0 };
         let params = gpu.uniform("conv2d_backward_weight params", &p);
         let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
         let sv = View::whole(&scratch);
-        let groups = nout.div_ceil(64) as u32;
+        let lanes = s.cin * s.kh + 1;
         let partials = self.partials.bind(
             gpu,
             &[params.as_entire_binding(), dy.resource(), x.resource(), sv.resource()],
-            [groups, chunks as u32, 1],
+            [lanes.div_ceil(32) as u32, s.cout as u32, chunks as u32],
         );
         let reduce = self.reduce.bind(
             gpu,
             &[params.as_entire_binding(), sv.resource(), dw.resource(), db.resource()],
-            [groups, 1, 1],
+            [nout.div_ceil(64) as u32, 1, 1],
         );
         BackwardWeightDispatch { partials, reduce, scratch }
     }

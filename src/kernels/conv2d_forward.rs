@@ -37,58 +37,58 @@ impl ConvShape {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub batch: u32,
-    pub cin: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cout: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub relu: u32,
-    pub quads: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 3],
 }
 
+/// Output channels one invocation computes (the shader holds at most 8).
+pub fn co_tile(cout: usize) -> usize {
+    if cout <= 8 {
+        cout
+    } else {
+        cout.div_ceil(cout.div_ceil(8))
+    }
+}
+
+/// A forward convolution pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dForward {
     kernel: Kernel,
+    shape: ConvShape,
+    co_tile: usize,
 }
 
 impl Conv2dForward {
-    pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
+    /// `s.batch` is ignored: the batch is chosen per [`Conv2dForward::bind`].
+    pub fn new(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
+        assert!(s.kw <= 13, "conv2d_forward supports kernel widths up to 13");
+        let co_tile = co_tile(s.cout);
+        let kernel = Kernel::with_constants(
             gpu,
             "conv2d_forward",
             include_str!("../../shaders/conv2d_forward.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &[
+                ("CIN", s.cin as f64),
+                ("H", s.h as f64),
+                ("W", s.w as f64),
+                ("COUT", s.cout as f64),
+                ("KH", s.kh as f64),
+                ("KW", s.kw as f64),
+                ("CO_TILE", co_tile as f64),
+                ("RELU", relu as u32 as f64),
+            ],
         );
-        Conv2dForward { kernel }
+        Conv2dForward { kernel, shape: s, co_tile }
     }
 
-    pub fn bind(&self, gpu: &Gpu, s: ConvShape, relu: bool, x: &View, w: &View, b: &View, y: &View) -> Dispatch {
-        assert!(s.kw <= 17, "conv2d_forward supports kernel widths up to 17");
-        let quads = s.ow().div_ceil(4);
-        let p = Params {
-            batch: s.batch as u32,
-            cin: s.cin as u32,
-            h: s.h as u32,
-            w: s.w as u32,
-            cout: s.cout as u32,
-            kh: s.kh as u32,
-            kw: s.kw as u32,
-            oh: s.oh() as u32,
-            ow: s.ow() as u32,
-            relu: relu as u32,
-            quads: quads as u32,
-            _pad: 0,
-        };
-        let params = gpu.uniform("conv2d_forward params", &p);
-        let groups = (s.oh() * quads).div_ceil(64) as u32;
+    pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Dispatch {
+        let s = self.shape;
+        let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, _pad: [0; 3] });
+        let groups = (s.oh() * s.ow().div_ceil(4)).div_ceil(64) as u32;
         self.kernel.bind(
             gpu,
             &[params.as_entire_binding(), x.resource(), w.resource(), b.resource(), y.resource()],
-            [groups, s.cout as u32, s.batch as u32],
+            [groups, s.cout.div_ceil(self.co_tile) as u32, batch as u32],
         )
     }
 }

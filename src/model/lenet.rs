@@ -18,11 +18,14 @@ use crate::kernels::sgd_momentum::SgdMomentum;
 use crate::kernels::softmax_cross_entropy::SoftmaxCrossEntropy;
 use crate::kernels::{Dispatch, StepTable, View};
 
-/// Every pipeline LeNet needs, compiled once and shared by all schedules.
+/// Every pipeline LeNet needs, compiled once and shared by all schedules (the convolutions are
+/// specialised to their layer's shape).
 pub struct LenetKernels {
-    pub conv_forward: Conv2dForward,
-    pub conv_backward_input: Conv2dBackwardInput,
-    pub conv_backward_weight: Conv2dBackwardWeight,
+    pub conv1_forward: Conv2dForward,
+    pub conv2_forward: Conv2dForward,
+    pub conv2_backward_input: Conv2dBackwardInput,
+    pub conv1_backward_weight: Conv2dBackwardWeight,
+    pub conv2_backward_weight: Conv2dBackwardWeight,
     pub pool_forward: Maxpool2dForward,
     pub pool_backward: Maxpool2dBackward,
     pub gemm: Gemm,
@@ -32,11 +35,14 @@ pub struct LenetKernels {
 }
 
 impl LenetKernels {
-    pub fn new(gpu: &Gpu) -> Self {
+    pub fn new(gpu: &Gpu, in_channels: usize) -> Self {
+        let (c1, c2) = (conv1_shape(0, in_channels), conv2_shape(0));
         LenetKernels {
-            conv_forward: Conv2dForward::new(gpu),
-            conv_backward_input: Conv2dBackwardInput::new(gpu),
-            conv_backward_weight: Conv2dBackwardWeight::new(gpu),
+            conv1_forward: Conv2dForward::new(gpu, c1, true),
+            conv2_forward: Conv2dForward::new(gpu, c2, true),
+            conv2_backward_input: Conv2dBackwardInput::new(gpu, c2),
+            conv1_backward_weight: Conv2dBackwardWeight::new(gpu, c1),
+            conv2_backward_weight: Conv2dBackwardWeight::new(gpu, c2),
             pool_forward: Maxpool2dForward::new(gpu),
             pool_backward: Maxpool2dBackward::new(gpu),
             gemm: Gemm::new(gpu),
@@ -196,7 +202,6 @@ impl Schedule {
         let acts = Activations::new(gpu, batch, net.in_channels);
         let v = View::whole;
         let a = &acts;
-        let (c1, c2) = (conv1_shape(batch, net.in_channels), conv2_shape(batch));
         let (s1, s2) = (pool1_shape(batch), pool2_shape(batch));
         let relu = Epilogue { bias: true, relu: true, mask: false };
         let linear = Epilogue { bias: true, relu: false, mask: false };
@@ -204,9 +209,9 @@ impl Schedule {
         let unused = net.w("fc3.bias");
 
         let forward = vec![
-            k.conv_forward.bind(gpu, c1, true, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1)),
+            k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1)),
             k.pool_forward.bind(gpu, s1, &v(&a.a1), &v(&a.p1), &v(&a.i1)),
-            k.conv_forward.bind(gpu, c2, true, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2)),
+            k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2)),
             k.pool_forward.bind(gpu, s2, &v(&a.a2), &v(&a.p2), &v(&a.i2)),
             k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3)),
             k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4)),
@@ -216,8 +221,8 @@ impl Schedule {
 
         let none = Epilogue::default();
         let masked = Epilogue { bias: false, relu: false, mask: true };
-        let conv2_w = k.conv_backward_weight.bind(gpu, c2, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
-        let conv1_w = k.conv_backward_weight.bind(gpu, c1, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
+        let conv2_w = k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
+        let conv1_w = k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
         let all = |buf: &wgpu::Buffer| View::whole(buf);
         let backward = vec![
             // fc3
@@ -236,7 +241,7 @@ impl Schedule {
             k.pool_backward.bind(gpu, s2, true, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)),
             conv2_w.partials,
             conv2_w.reduce,
-            k.conv_backward_input.bind(gpu, c2, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)),
+            k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)),
             // pool1 (+ the ReLU of conv1), conv1 (its input grad is not needed)
             k.pool_backward.bind(gpu, s1, true, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1)),
             conv1_w.partials,
