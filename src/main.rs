@@ -159,8 +159,40 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on headless machines
+/// (their Wayland support looks for it). Point it at a private folder when nothing set it.
+fn quiet_headless_wsi() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        let dir = std::env::temp_dir().join(format!("gpu-lenet-runtime-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+            RUNTIME_DIR.with(|d| *d.borrow_mut() = Some(dir));
+        }
+    }
+}
+
+thread_local! {
+    static RUNTIME_DIR: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_headless_wsi();
+    let code = real_main(cli);
+    RUNTIME_DIR.with(|d| {
+        if let Some(dir) = d.borrow_mut().take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    });
+    code
+}
+
+fn real_main(cli: Cli) -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -234,14 +234,15 @@ impl<'g> Engine<'g> {
 
     /// Runs every step of a walk, `group_size` steps per submit, reading metrics back one group
     /// behind the GPU. `on_group` sees the running totals and steps done.
-    fn run_walk(&self, walk: &Walk, train: bool, on_group: &mut dyn FnMut(&Totals, usize)) -> Result<Totals, String> {
+    fn run_walk(&self, walk: &Walk, train: bool, steps: std::ops::Range<usize>, on_group: &mut dyn FnMut(&Totals, usize)) -> Result<Totals, String> {
         let g = group_size(walk.steps);
         let mut totals = Totals::default();
         let mut pending: Option<Pending> = None;
         let mut slot = 0;
-        let mut step = 0;
-        while step < walk.steps {
-            let end = (step + g).min(walk.steps);
+        let mut step = steps.start;
+        let last = steps.end.min(walk.steps);
+        while step < last {
+            let end = (step + g).min(last);
             let mut enc = self.gpu.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -284,15 +285,33 @@ impl<'g> Engine<'g> {
 
     /// Trains one epoch with the given sample order.
     pub fn train_epoch(&self, order: &[u32], on_group: &mut dyn FnMut(&Totals, usize)) -> Result<Totals, String> {
+        let steps = self.train_steps_per_epoch();
+        self.train_steps(order, 0..steps, on_group)
+    }
+
+    /// Trains the given steps of an epoch with the given sample order (tests inspect single
+    /// steps this way; `train_epoch` runs them all).
+    pub fn train_steps(&self, order: &[u32], steps: std::ops::Range<usize>, on_group: &mut dyn FnMut(&Totals, usize)) -> Result<Totals, String> {
         let walk = self.train.as_ref().ok_or("engine built without a training split")?;
         assert_eq!(order.len(), walk.split.len);
         self.gpu.queue.write_buffer(&walk.perm, 0, bytemuck::cast_slice(order));
-        self.run_walk(walk, true, on_group)
+        self.run_walk(walk, true, steps, on_group)
+    }
+
+    /// The full-batch training schedule (its activations, for inspection by tests).
+    pub fn train_schedule(&self) -> Option<&Schedule> {
+        self.train.as_ref().map(|w| &w.full)
+    }
+
+    /// Every metrics row of the last training epoch: [summed loss, correct, count, non-finite].
+    pub fn train_metrics_rows(&self) -> Result<Vec<f32>, String> {
+        let walk = self.train.as_ref().ok_or("engine built without a training split")?;
+        self.gpu.read_words(&walk.metrics, 0, walk.steps * METRICS_WORDS)
     }
 
     /// Evaluates the test split: totals and the predicted class of every test image.
     pub fn evaluate(&self) -> Result<(Totals, Vec<u32>), String> {
-        let totals = self.run_walk(&self.test, false, &mut |_, _| {})?;
+        let totals = self.run_walk(&self.test, false, 0..self.test.steps, &mut |_, _| {})?;
         let preds = self.gpu.read_words(&self.test.preds, 0, self.test.split.len)?;
         Ok((totals, preds))
     }
