@@ -24,6 +24,7 @@ pub struct Params {
 }
 
 /// One split of a data set resident on the GPU.
+#[derive(Debug)]
 pub struct GpuSplit {
     pub chunks: Vec<wgpu::Buffer>,
     pub labels: wgpu::Buffer,
@@ -39,11 +40,16 @@ impl GpuSplit {
     /// Uploads the images as raw bytes, split into whole-image chunks that each fit the
     /// adapter's storage binding limit.
     pub fn upload(gpu: &Gpu, ds: &Dataset, split: &Split, what: &str) -> Result<GpuSplit, String> {
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
+        Self::upload_with_limit(gpu, ds, split, what, limit)
+    }
+
+    /// [`GpuSplit::upload`] with an explicit per-buffer byte limit (tests force several chunks).
+    pub fn upload_with_limit(gpu: &Gpu, ds: &Dataset, split: &Split, what: &str, limit: usize) -> Result<GpuSplit, String> {
         let record = ds.record();
         if record % 4 != 0 {
             return Err(format!("{what}: image records of {record} bytes are not a multiple of 4"));
         }
-        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
         let per_chunk = (limit / record).max(1);
         let n = split.len();
         let nchunks = n.div_ceil(per_chunk).max(1);

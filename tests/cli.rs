@@ -1,0 +1,230 @@
+//! The `gpu-lenet` binary end to end: training output and metrics, checkpoints and `eval`,
+//! the CIFAR-10 download against a local HTTP server, and accuracy on the synthetic set and on
+//! real Fashion-MNIST.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gpu-lenet-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpu-lenet"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let r = Run { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() };
+    assert!(!r.stderr.contains("panicked"), "gpu-lenet {args:?} panicked:\n{}", r.stderr);
+    r
+}
+
+fn last_metrics(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint() {
+    let d = temp_dir("train");
+    let (m, ck) = (d.join("m.jsonl"), d.join("w.safetensors"));
+    let data = fixture("cifar");
+    let r = run(
+        &["train", "--dataset", "cifar10", "--data", data.to_str().unwrap(), "--epochs", "2", "--metrics", m.to_str().unwrap(), "--save", ck.to_str().unwrap()],
+        &[],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let epoch_lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("Epoch ")).collect();
+    assert_eq!(epoch_lines.len(), 2, "{}", r.stdout);
+    for (i, l) in epoch_lines.iter().enumerate() {
+        let prefix = format!("Epoch {}, Loss: ", i + 1);
+        assert!(l.starts_with(&prefix), "{l}");
+        let loss = &l[prefix.len()..l.find(',').map(|_| prefix.len() + 6).unwrap()];
+        assert!(loss.len() == 6 && loss.as_bytes()[1] == b'.' && loss.parse::<f64>().is_ok(), "loss printed as X.XXXX: {l}");
+        assert!(l.contains("Test loss: ") && l.contains("Test accuracy: ") && l.contains("images/s"), "{l}");
+    }
+    for class in ["airplane", "automobile", "truck"] {
+        assert!(r.stdout.lines().any(|l| l.starts_with("Accuracy for class: ") && l.contains(class)), "{}", r.stdout);
+    }
+    let text = std::fs::read_to_string(&m).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    let v = last_metrics(&m);
+    for key in ["epoch", "train_loss", "test_loss", "test_accuracy", "images_per_sec", "seconds"] {
+        assert!(v.get(key).is_some(), "metrics line lacks {key}: {v}");
+    }
+    assert_eq!(v["epoch"], 2);
+    let acc = v["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+
+    // eval on the saved checkpoint agrees with the last epoch's test accuracy.
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap(), "--dataset", "cifar10", "--data", data.to_str().unwrap()], &[]);
+    assert!(e.ok, "{}", e.stderr);
+    assert!(e.stdout.contains(&format!("Test accuracy: {:.2}%", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
+    assert!(e.stdout.contains("Accuracy for class: truck"));
+}
+
+fn write_tensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]) {
+    let bufs: Vec<Vec<u8>> = tensors.iter().map(|(_, dt, s)| vec![0u8; s.iter().product::<usize>() * dt.bitsize() / 8]).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bufs)
+        .map(|((n, dt, s), b)| (n.to_string(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn init_refuses_checkpoints_whose_tensors_do_not_fit_naming_the_tensor() {
+    use safetensors::Dtype::{F16, F32};
+    let d = temp_dir("init");
+    let good: Vec<(&str, safetensors::Dtype, Vec<usize>)> = gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n, F32, s)).collect();
+    let data = fixture("cifar");
+    let cases: Vec<(&str, Vec<(&str, safetensors::Dtype, Vec<usize>)>, &str)> = vec![
+        ("missing", good.iter().filter(|t| t.0 != "fc2.bias").cloned().collect(), "fc2.bias"),
+        ("shape", good.iter().map(|t| if t.0 == "fc1.weight" { ("fc1.weight", F32, vec![120, 399]) } else { t.clone() }).collect(), "fc1.weight"),
+        ("dtype", good.iter().map(|t| if t.0 == "conv2.bias" { ("conv2.bias", F16, vec![16]) } else { t.clone() }).collect(), "conv2.bias"),
+        ("extra", good.iter().cloned().chain([("fc4.weight", F32, vec![2])]).collect(), "fc4.weight"),
+    ];
+    for (tag, tensors, name) in cases {
+        let p = d.join(format!("{tag}.safetensors"));
+        write_tensors(&p, &tensors);
+        let r = run(&["train", "--dataset", "cifar10", "--data", data.to_str().unwrap(), "--init", p.to_str().unwrap()], &[]);
+        assert!(!r.ok, "{tag} accepted");
+        let line = r.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{tag}: {}", r.stderr));
+        assert!(line.contains(name) && line.contains(&format!("{tag}.safetensors")), "{tag}: {line}");
+    }
+}
+
+/// Serves `body` over HTTP on 127.0.0.1 to any number of requests; counts them.
+fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/cifar-10-binary.tar.gz", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            h.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(&body);
+        }
+    });
+    (url, hits)
+}
+
+fn cifar_archive() -> (Vec<u8>, String) {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for name in ["data_batch_1.bin", "test_batch.bin", "batches.meta.txt"] {
+        let bytes = std::fs::read(fixture("cifar").join(name)).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
+    }
+    let body = tar.into_inner().unwrap().finish().unwrap();
+    use md5::Digest;
+    let md5: String = md5::Md5::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+    (body, md5)
+}
+
+#[test]
+fn train_downloads_verifies_extracts_and_reuses_cifar10() {
+    let (body, md5) = cifar_archive();
+    let (url, hits) = serve(body);
+    let d = temp_dir("download");
+    let dir = d.join("cifar-10-batches-bin");
+    let env = [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", md5.as_str())];
+    let args = ["train", "--dataset", "cifar10", "--data", dir.to_str().unwrap(), "--epochs", "1"];
+    let r = run(&args, &env);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(r.stderr.contains("Downloading") && r.stderr.contains(dir.to_str().unwrap()), "{}", r.stderr);
+    assert!(dir.join("data_batch_1.bin").exists() && d.join("cifar-10-binary.tar.gz").exists());
+    assert!(r.stdout.contains("Epoch 1, Loss: "));
+    // The folder is there: no request. Folder gone, archive verified: reused, no request.
+    assert!(run(&args, &env).ok);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = run(&args, &env);
+    assert!(r.ok && r.stderr.contains("Reusing"), "{}", r.stderr);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_download_with_the_wrong_md5_is_refused_and_deleted() {
+    let (body, _) = cifar_archive();
+    let (url, _) = serve(body);
+    let d = temp_dir("badmd5");
+    let dir = d.join("cifar-10-batches-bin");
+    let env = [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", "0123456789abcdef0123456789abcdef")];
+    let r = run(&["train", "--dataset", "cifar10", "--data", dir.to_str().unwrap()], &env);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("md5") && r.stderr.contains("0123456789abcdef0123456789abcdef"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn an_unreachable_host_or_no_download_names_the_alternatives() {
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = temp_dir("offline");
+    let dir = d.join("cifar-10-batches-bin");
+    let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
+    let env = [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", "0123456789abcdef0123456789abcdef")];
+    for extra in [None, Some("--no-download")] {
+        let mut args = vec!["train", "--dataset", "cifar10", "--data", dir.to_str().unwrap()];
+        args.extend(extra);
+        let r = run(&args, &env);
+        assert!(!r.ok);
+        let line = r.stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+        for hint in ["--data", "--dataset fashion-mnist", "--dataset synthetic"] {
+            assert!(line.contains(hint), "{line}");
+        }
+    }
+}
+
+#[test]
+fn synthetic_set_reaches_95_percent() {
+    let d = temp_dir("synthetic");
+    let m = d.join("m.jsonl");
+    let r = run(&["train", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.01", "--metrics", m.to_str().unwrap()], &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "synthetic test accuracy {acc} after 2 epochs:\n{}", r.stdout);
+}
+
+#[test]
+fn fashion_mnist_one_epoch_reaches_80_percent() {
+    let dir = Path::new("/usr/share/datasets/fashion-mnist");
+    assert!(dir.is_dir(), "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)");
+    let d = temp_dir("fashion");
+    let m = d.join("m.jsonl");
+    let r = run(&["train", "--dataset", "fashion-mnist", "--epochs", "1", "--lr", "0.01", "--batch-size", "64", "--metrics", m.to_str().unwrap()], &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
+    println!("{}", r.stdout);
+    assert!(acc >= 0.80, "Fashion-MNIST test accuracy {acc} after 1 epoch:\n{}", r.stdout);
+}
