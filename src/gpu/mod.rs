@@ -205,18 +205,21 @@ impl Gpu {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
 
-    /// Alignment of storage-buffer binding offsets on this device.
+    /// Alignment of binding offsets on this device: tensors of the parameter arena are bound
+    /// both as storage (gradients, optimizer) and as uniform buffers (conv weights).
     pub fn storage_alignment(&self) -> u64 {
-        self.limits.min_storage_buffer_offset_alignment as u64
+        (self.limits.min_storage_buffer_offset_alignment as u64).max(self.limits.min_uniform_buffer_offset_alignment as u64)
     }
 
-    /// A storage buffer of `len` f32/u32 words, zero-filled, usable as kernel input and output
-    /// and as a copy source/destination (readback, clears).
+    /// A storage buffer of `len` f32/u32 words, zero-filled, usable as kernel input and output,
+    /// as a uniform buffer (small read-only operands such as conv weights) and as a copy
+    /// source/destination (readback, clears).
     pub fn storage(&self, label: &str, words: usize) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (words.max(1) * 4) as u64,
             usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -224,9 +227,11 @@ impl Gpu {
     }
 
     /// A storage buffer holding `data`.
+    /// A storage buffer holding `data`, its size rounded up to whole vec4s so that it can also
+    /// be bound as a uniform array of vec4.
     pub fn storage_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let buf = self.storage(label, bytes.len().div_ceil(4));
+        let buf = self.storage(label, bytes.len().div_ceil(16) * 4);
         self.queue.write_buffer(&buf, 0, bytes);
         buf
     }
@@ -288,9 +293,8 @@ impl Gpu {
     }
 
     /// Reads a whole buffer as f32 (tests and tools).
-    pub fn read_f32(&self, buf: &wgpu::Buffer) -> Vec<f32> {
-        self.read_words(buf, 0, (buf.size() / 4) as usize)
-            .expect("GPU readback")
+    pub fn read_f32(&self, buf: &wgpu::Buffer, words: usize) -> Vec<f32> {
+        self.read_words(buf, 0, words).expect("GPU readback")
     }
 
     /// Waits until every submitted command has finished.

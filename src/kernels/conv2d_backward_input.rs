@@ -1,7 +1,7 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
 use super::conv2d_forward::{co_tile, ConvShape};
-use super::{Dispatch, Kernel, Slot, View};
+use super::{with_const, Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -23,12 +23,13 @@ impl Conv2dBackwardInput {
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
         let ci_tile = co_tile(s.cin);
+        let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
         let kernel = Kernel::with_constants(
             gpu,
             "conv2d_backward_input",
-            include_str!("../../shaders/conv2d_backward_input.wgsl"),
+            &src,
             "main",
-            &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::ReadWrite],
             &[
                 ("CIN", s.cin as f64),
                 ("H", s.h as f64),
@@ -47,7 +48,7 @@ impl Conv2dBackwardInput {
         let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, _pad: [0; 3] });
         self.kernel.bind(
             gpu,
-            &[params.as_entire_binding(), dy.resource(), w.resource(), dx.resource()],
+            &[params.as_entire_binding(), dy.resource(), w.uniform_vec4s().resource(), dx.resource()],
             [(s.h * s.w.div_ceil(4)).div_ceil(64) as u32, s.cin.div_ceil(self.ci_tile) as u32, batch as u32],
         )
     }

@@ -47,14 +47,25 @@ impl Conv2dBackwardWeight {
             ("KH", s.kh as f64),
             ("KW", s.kw as f64),
         ];
-        let partials = Kernel::with_constants(
-            gpu,
-            "conv2d_backward_weight.partials",
-            src,
-            "partials",
-            &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
-            &constants,
-        );
+        let partials = if Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none() {
+            Kernel::with_constants(
+                gpu,
+                "conv2d_backward_weight.partials_subgroup",
+                include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl"),
+                "partials",
+                &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+                &[&constants[..], &[("WG", Self::lanes_per_group(s, true) as f64), ("CO_TILE", Self::co_tile(s, true) as f64)]].concat(),
+            )
+        } else {
+            Kernel::with_constants(
+                gpu,
+                "conv2d_backward_weight.partials",
+                src,
+                "partials",
+                &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+                &constants,
+            )
+        };
         let reduce = Kernel::with_constants(
             gpu,
             "conv2d_backward_weight.reduce",
@@ -66,6 +77,38 @@ impl Conv2dBackwardWeight {
         Conv2dBackwardWeight { partials, reduce, shape: s }
     }
 
+    /// The subgroup variant needs subgroup operations in compute shaders and subgroups whose
+    /// size is a multiple of 8 that fit the 32-wide workgroup.
+    pub fn subgroups_usable(gpu: &Gpu) -> bool {
+        let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+        gpu.features.contains(wgpu::Features::SUBGROUP) && lo >= 8 && lo % 8 == 0 && hi <= 32 && hi % 8 == 0
+    }
+
+    /// Workgroup width of the partials pass: 32 for the plain kernel; for the subgroup kernel
+    /// CIN*KH lanes rounded up to a multiple of 8 (at most 32), so that few lanes idle.
+    fn lanes_per_group(s: ConvShape, subgroup: bool) -> usize {
+        if subgroup {
+            (s.cin * s.kh).div_ceil(8).clamp(1, 4) * 8
+        } else {
+            32
+        }
+    }
+
+    /// Output channels per workgroup of the partials pass (the subgroup kernel shares each
+    /// input load between them).
+    fn co_tile(s: ConvShape, subgroup: bool) -> usize {
+        if subgroup {
+            super::conv2d_forward::co_tile(s.cout)
+        } else {
+            1
+        }
+    }
+
+    /// Which variant of the partials pass this pipeline uses.
+    pub fn variant(&self) -> &'static str {
+        self.partials.name
+    }
+
     /// `dw` and `db` are overwritten (not accumulated into).
     pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, x: &View, dw: &View, db: &View) -> BackwardWeightDispatch {
         let s = self.shape;
@@ -75,11 +118,14 @@ impl Conv2dBackwardWeight {
         let params = gpu.uniform("conv2d_backward_weight params", &p);
         let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
         let sv = View::whole(&scratch);
-        let lanes = s.cin * s.kh + 1;
+        // The plain kernel has a lane for the bias; the subgroup kernel sums it in every lane.
+        let subgroup = self.partials.name.ends_with("subgroup");
+        let lanes = s.cin * s.kh + (!subgroup) as usize;
+        let wg = Self::lanes_per_group(s, subgroup);
         let partials = self.partials.bind(
             gpu,
             &[params.as_entire_binding(), dy.resource(), x.resource(), sv.resource()],
-            [lanes.div_ceil(32) as u32, s.cout as u32, chunks as u32],
+            [lanes.div_ceil(wg) as u32, s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32, chunks as u32],
         );
         let reduce = self.reduce.bind(
             gpu,

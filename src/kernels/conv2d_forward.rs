@@ -1,6 +1,6 @@
 //! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
 
-use super::{Dispatch, Kernel, Slot, View};
+use super::{with_const, Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
 /// The shape of one convolution layer applied to a batch.
@@ -61,12 +61,14 @@ impl Conv2dForward {
     pub fn new(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
         assert!(s.kw <= 13, "conv2d_forward supports kernel widths up to 13");
         let co_tile = co_tile(s.cout);
+        let src = include_str!("../../shaders/conv2d_forward.wgsl");
+        let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
         let kernel = Kernel::with_constants(
             gpu,
             "conv2d_forward",
-            include_str!("../../shaders/conv2d_forward.wgsl"),
+            &src,
             "main",
-            &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::Uniform, Slot::ReadWrite],
             &[
                 ("CIN", s.cin as f64),
                 ("H", s.h as f64),
@@ -81,13 +83,15 @@ impl Conv2dForward {
         Conv2dForward { kernel, shape: s, co_tile }
     }
 
+    /// `w` and `b` are bound as uniform arrays of vec4: their buffers need room up to the next
+    /// multiple of 4 words (the arena's alignment gives it).
     pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Dispatch {
         let s = self.shape;
         let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, _pad: [0; 3] });
         let groups = (s.oh() * s.ow().div_ceil(4)).div_ceil(64) as u32;
         self.kernel.bind(
             gpu,
-            &[params.as_entire_binding(), x.resource(), w.resource(), b.resource(), y.resource()],
+            &[params.as_entire_binding(), x.resource(), w.uniform_vec4s().resource(), b.uniform_vec4s().resource(), y.resource()],
             [groups, s.cout.div_ceil(self.co_tile) as u32, batch as u32],
         )
     }

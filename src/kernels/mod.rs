@@ -57,6 +57,27 @@ impl View {
             size: wgpu::BufferSize::new((self.len.max(1) * 4) as u64),
         })
     }
+
+    /// The same tensor bound as a uniform `array<vec4<f32>, N>`: the range rounds up to whole
+    /// vec4s (the arena's alignment padding, or [`Gpu::storage_from`]'s, provides the room).
+    pub fn uniform_vec4s(&self) -> View {
+        let len = self.len.div_ceil(4) * 4;
+        assert!(
+            self.offset + (len * 4) as u64 <= self.buffer.size(),
+            "a {}-word tensor bound as uniform vec4s needs its buffer padded to {} words",
+            self.len,
+            len
+        );
+        View { buffer: self.buffer.clone(), offset: self.offset, len }
+    }
+}
+
+/// Replaces `const NAME: u32 = 1u;` in a WGSL source with the given value: the size of a
+/// uniform array must be a constant, and override constants cannot size one.
+pub fn with_const(source: &str, name: &str, value: usize) -> String {
+    let from = format!("const {name}: u32 = 1u;");
+    assert!(source.contains(&from), "shader lacks `{from}`");
+    source.replace(&from, &format!("const {name}: u32 = {value}u;"))
 }
 
 /// A compiled compute pipeline and its bind-group layout.

@@ -71,7 +71,7 @@ pub fn out(words: usize) -> wgpu::Buffer {
 }
 
 pub fn read(buf: &wgpu::Buffer) -> Vec<f32> {
-    gpu().read_f32(buf)
+    gpu().read_f32(buf, (buf.size() / 4) as usize)
 }
 
 pub fn read_u32(buf: &wgpu::Buffer) -> Vec<u32> {
