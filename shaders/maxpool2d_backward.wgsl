@@ -5,11 +5,16 @@
 // pooled activation `act` (the ReLU's output) is not positive, PyTorch's relu backward.
 // dy, idx [P, OH, OW], act [P, H, W] -> dx [P, H, W].
 
-struct Params {
-    planes: u32, h: u32, w: u32, oh: u32,
-    ow: u32, k: u32, stride: u32, total: u32,
-    relu_mask: u32, _p0: u32, _p1: u32, _p2: u32,
-}
+// The plane shape is given as override constants (divisions by constants are cheap).
+override H: u32;
+override W: u32;
+override K: u32;
+override STRIDE: u32;
+override RELU_MASK: bool;
+override OH: u32 = (H - K) / STRIDE + 1u;
+override OW: u32 = (W - K) / STRIDE + 1u;
+
+struct Params { total: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -21,22 +26,22 @@ struct Params {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.total) { return; }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let plane = i / (p.w * p.h);
-    let flat = iy * p.w + ix;
-    // Windows oy with oy*stride <= iy < oy*stride + k.
-    let oy_lo = select(0u, (iy + 1u - p.k + p.stride - 1u) / p.stride, iy + 1u > p.k);
-    let oy_hi = min(p.oh, iy / p.stride + 1u);
-    let ox_lo = select(0u, (ix + 1u - p.k + p.stride - 1u) / p.stride, ix + 1u > p.k);
-    let ox_hi = min(p.ow, ix / p.stride + 1u);
+    let ix = i % W;
+    let iy = (i / W) % H;
+    let plane = i / (W * H);
+    let flat = iy * W + ix;
+    // Windows oy with oy*STRIDE <= iy < oy*STRIDE + K.
+    let oy_lo = select(0u, (iy + 1u - K + STRIDE - 1u) / STRIDE, iy + 1u > K);
+    let oy_hi = min(OH, iy / STRIDE + 1u);
+    let ox_lo = select(0u, (ix + 1u - K + STRIDE - 1u) / STRIDE, ix + 1u > K);
+    let ox_hi = min(OW, ix / STRIDE + 1u);
     var acc = 0.0;
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {
-            let o = (plane * p.oh + oy) * p.ow + ox;
+            let o = (plane * OH + oy) * OW + ox;
             if (idx[o] == flat) { acc += dy[o]; }
         }
     }
-    if (p.relu_mask != 0u && !(act[i] > 0.0)) { acc = 0.0; }
+    if (RELU_MASK && !(act[i] > 0.0)) { acc = 0.0; }
     dx[i] = acc;
 }

@@ -3,10 +3,16 @@
 // row-major window order wins ties; a NaN wins over everything (PyTorch propagates NaN).
 // x [P, H, W] (P = batch * channels planes) -> y, idx [P, OH, OW].
 
-struct Params {
-    planes: u32, h: u32, w: u32, oh: u32,
-    ow: u32, k: u32, stride: u32, total: u32,
-}
+// The plane shape is given as override constants: the index arithmetic then divides by
+// constants (a multiply and shift) instead of by runtime values, which llvmpipe scalarises.
+override H: u32;
+override W: u32;
+override K: u32;
+override STRIDE: u32;
+override OH: u32 = (H - K) / STRIDE + 1u;
+override OW: u32 = (W - K) / STRIDE + 1u;
+
+struct Params { total: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -23,16 +29,16 @@ fn is_nan(v: f32) -> bool {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = gid.x + gid.y * nwg.x * 64u;
     if (o >= p.total) { return; }
-    let ox = o % p.ow;
-    let oy = (o / p.ow) % p.oh;
-    let plane = o / (p.ow * p.oh);
-    let base = plane * p.h * p.w;
+    let ox = o % OW;
+    let oy = (o / OW) % OH;
+    let plane = o / (OW * OH);
+    let base = plane * H * W;
     var best = -3.402823e38;
-    var best_i = (oy * p.stride) * p.w + ox * p.stride;
+    var best_i = (oy * STRIDE) * W + ox * STRIDE;
     var first = true;
-    for (var ky = 0u; ky < p.k; ky++) {
-        for (var kx = 0u; kx < p.k; kx++) {
-            let i = (oy * p.stride + ky) * p.w + ox * p.stride + kx;
+    for (var ky = 0u; ky < K; ky++) {
+        for (var kx = 0u; kx < K; kx++) {
+            let i = (oy * STRIDE + ky) * W + ox * STRIDE + kx;
             let v = x[base + i];
             if (first || v > best || is_nan(v)) {
                 if (is_nan(best)) { continue; } // keep the first NaN

@@ -6,11 +6,17 @@
 // The data set may span up to four buffers (the binding-size limit is 128 MiB on some
 // adapters, CIFAR-10's training set is 146.5 MiB); each holds `per_chunk` whole images.
 
-struct Params {
-    batch: u32, channels: u32, src_h: u32, src_w: u32,
-    pad: u32, dst: u32, per_chunk: u32, record_words: u32,
-    total: u32, _p0: u32, _p1: u32, _p2: u32,
-}
+// The data set's layout is given as override constants, so the index arithmetic divides by
+// constants (cheap) rather than by runtime values (scalarised on llvmpipe).
+override CHANNELS: u32;
+override SRC_H: u32;
+override SRC_W: u32;
+override PAD: u32;
+override DST: u32;
+override PER_CHUNK: u32;     // whole images per buffer
+override RECORD_WORDS: u32 = CHANNELS * SRC_H * SRC_W / 4u;
+
+struct Params { total: u32, _p0: u32, _p1: u32, _p2: u32 }
 struct Step { step: u32, start: u32, _p0: u32, _p1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,19 +43,19 @@ fn load_word(chunk: u32, i: u32) -> u32 {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.total) { return; }
-    let plane = p.dst * p.dst;
-    let per_image = p.channels * plane;
+    let plane = DST * DST;
+    let per_image = CHANNELS * plane;
     let b = i / per_image;
     let r = i % per_image;
     let c = r / plane;
     let yx = r % plane;
-    let y = yx / p.dst;
-    let xx = yx % p.dst;
+    let y = yx / DST;
+    let xx = yx % DST;
     let sample = perm[st.start + b];
     var raw = 0u;
-    if (y >= p.pad && xx >= p.pad && y < p.pad + p.src_h && xx < p.pad + p.src_w) {
-        let byte = (c * p.src_h + (y - p.pad)) * p.src_w + (xx - p.pad);
-        let word = load_word(sample / p.per_chunk, (sample % p.per_chunk) * p.record_words + byte / 4u);
+    if (y >= PAD && xx >= PAD && y < PAD + SRC_H && xx < PAD + SRC_W) {
+        let byte = (c * SRC_H + (y - PAD)) * SRC_W + (xx - PAD);
+        let word = load_word(sample / PER_CHUNK, (sample % PER_CHUNK) * RECORD_WORDS + byte / 4u);
         raw = (word >> ((byte % 4u) * 8u)) & 0xffu;
     }
     x[i] = (f32(raw) / 255.0 - 0.5) / 0.5;

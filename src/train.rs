@@ -62,7 +62,6 @@ impl Walk {
     fn new(
         gpu: &Gpu,
         k: &LenetKernels,
-        prep: &PrepareBatch,
         net: &Lenet,
         ds: &Dataset,
         split: &crate::data::Split,
@@ -72,6 +71,7 @@ impl Walk {
         momentum: f32,
     ) -> Result<Walk, String> {
         let split_gpu = GpuSplit::upload(gpu, ds, split, what)?;
+        let prep = PrepareBatch::new(gpu, &split_gpu);
         let n = split.len();
         let full_steps = n / batch;
         let tail_len = n % batch;
@@ -178,14 +178,13 @@ impl<'g> Engine<'g> {
             return Err(format!("{}: the training split holds no images", dataset.source));
         }
         let kernels = LenetKernels::new(gpu, dataset.channels);
-        let prep = PrepareBatch::new(gpu);
         let net = Lenet::new(gpu, dataset.channels);
         let train = if with_train {
-            Some(Walk::new(gpu, &kernels, &prep, &net, &dataset, &dataset.train, "training set", batch_size, lr, momentum)?)
+            Some(Walk::new(gpu, &kernels, &net, &dataset, &dataset.train, "training set", batch_size, lr, momentum)?)
         } else {
             None
         };
-        let test = Walk::new(gpu, &kernels, &prep, &net, &dataset, &dataset.test, "test set", batch_size, lr, momentum)?;
+        let test = Walk::new(gpu, &kernels, &net, &dataset, &dataset.test, "test set", batch_size, lr, momentum)?;
         let max_rows = [train.as_ref().map(|w| w.steps).unwrap_or(0), test.steps].into_iter().map(group_size).max().unwrap_or(1);
         let staging = [0, 1].map(|i| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {

@@ -173,7 +173,7 @@ fn check_prepare(ds: &Dataset, split: &Split, batch: usize, chunk_limit: usize) 
     let starts: Vec<usize> = (0..n).step_by(batch).collect();
     let rows: Vec<StepInfo> = starts.iter().enumerate().map(|(i, &s)| StepInfo { step: i as u32, start: s as u32, _pad: [0; 2] }).collect();
     let table = StepTable::new(g, &rows);
-    let k = PrepareBatch::new(g);
+    let k = PrepareBatch::new(g, &gs);
     for (i, &start) in starts.iter().enumerate() {
         let b = batch.min(n - start);
         let xb = out(b * ds.channels * 32 * 32);

@@ -107,8 +107,8 @@ fn pool_shapes() -> Vec<PoolShape> {
 #[test]
 fn maxpool2d_forward_matches_reference_with_ties() {
     let g = gpu();
-    let k = Maxpool2dForward::new(g);
     for s in pool_shapes() {
+        let k = Maxpool2dForward::new(g, s);
         for seed in SEEDS {
             for ties in [false, true] {
                 let mut r = Rng(seed * 31 + s.planes as u64);
@@ -117,7 +117,7 @@ fn maxpool2d_forward_matches_reference_with_ties() {
                     .map(|_| if ties { (r.below(3) as f32) * 0.5 } else { r.uniform(-1.0, 1.0) })
                     .collect();
                 let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
-                k.bind(g, s, &v(&xb), &v(&yb), &v(&ib)).run(g);
+                k.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib)).run(g);
                 let (y, idx) = maxpool2d_forward::reference(s, &x);
                 let what = format!("maxpool2d_forward {s:?} ties={ties} seed={seed}");
                 assert_eq!(read(&yb), y, "{what}: values");
@@ -130,13 +130,13 @@ fn maxpool2d_forward_matches_reference_with_ties() {
 #[test]
 fn maxpool2d_forward_first_maximum_and_nan() {
     let g = gpu();
-    let k = Maxpool2dForward::new(g);
     let s = PoolShape { planes: 1, h: 2, w: 6, k: 2, stride: 2 };
+    let k = Maxpool2dForward::new(g, s);
     // Window 0: all equal -> index 0. Window 1: max at (1,0) twice -> first in row-major order.
     // Window 2: a NaN wins and is propagated.
     let x = vec![1.0, 1.0, 0.0, 2.0, 0.5, f32::NAN, 1.0, 1.0, 2.0, 0.0, 9.0, 3.0];
     let (xb, yb, ib) = (upload(&x), out(3), out(3));
-    k.bind(g, s, &v(&xb), &v(&yb), &v(&ib)).run(g);
+    k.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib)).run(g);
     let (want_y, want_i) = maxpool2d_forward::reference(s, &x);
     assert_eq!(want_i, vec![0, 3, 5]);
     assert_eq!(read_u32(&ib), want_i);
@@ -148,11 +148,11 @@ fn maxpool2d_forward_first_maximum_and_nan() {
 #[test]
 fn maxpool2d_backward_matches_reference() {
     let g = gpu();
-    let fwd = Maxpool2dForward::new(g);
-    let k = Maxpool2dBackward::new(g);
     for s in pool_shapes() {
-        for seed in SEEDS {
-            for (ties, relu_mask) in [(false, false), (true, true), (false, true)] {
+        let fwd = Maxpool2dForward::new(g, s);
+        for (ties, relu_mask) in [(false, false), (true, true), (false, true)] {
+            let k = Maxpool2dBackward::new(g, s, relu_mask);
+            for seed in SEEDS {
                 let mut r = Rng(seed * 17 + s.planes as u64);
                 // The pooled tensor is a ReLU output: many zeros, and ties when asked.
                 let x: Vec<f32> = (0..s.input_len())
@@ -161,8 +161,8 @@ fn maxpool2d_backward_matches_reference() {
                 let dy = r.vec(s.output_len(), -1.0, 1.0);
                 let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
                 let (dyb, dxb) = (upload(&dy), out(s.input_len()));
-                let f = fwd.bind(g, s, &v(&xb), &v(&yb), &v(&ib));
-                let b = k.bind(g, s, relu_mask, &v(&dyb), &v(&ib), &v(&xb), &v(&dxb));
+                let f = fwd.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib));
+                let b = k.bind(g, s.planes, &v(&dyb), &v(&ib), &v(&xb), &v(&dxb));
                 run_all(g, &[&f, &b]);
                 let (_, idx) = maxpool2d_forward::reference(s, &x);
                 let want = maxpool2d_backward::reference(s, relu_mask, &dy, &idx, &x);

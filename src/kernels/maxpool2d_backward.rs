@@ -1,66 +1,45 @@
 //! maxpool2d_backward: routes grads through the argmax, optionally fusing the ReLU mask of the
 //! layer below the pool.
 
-use super::maxpool2d_forward::PoolShape;
+use super::maxpool2d_forward::{plane_constants, PoolShape};
 use super::{grid_1d, Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
-    pub planes: u32,
-    pub h: u32,
-    pub w: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub k: u32,
-    pub stride: u32,
     pub total: u32,
-    pub relu_mask: u32,
     pub _pad: [u32; 3],
 }
 
+/// A max-pool backward pipeline specialised to one plane shape (any number of planes), with
+/// or without the fused ReLU mask.
 pub struct Maxpool2dBackward {
     kernel: Kernel,
+    shape: PoolShape,
 }
 
 impl Maxpool2dBackward {
-    pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
+    /// `s.planes` is ignored. With `relu_mask` the grad is zeroed where `act` (the pool's
+    /// input, a ReLU output) is not positive.
+    pub fn new(gpu: &Gpu, s: PoolShape, relu_mask: bool) -> Self {
+        let mut constants = plane_constants(s);
+        constants.push(("RELU_MASK", relu_mask as u32 as f64));
+        let kernel = Kernel::with_constants(
             gpu,
             "maxpool2d_backward",
             include_str!("../../shaders/maxpool2d_backward.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &constants,
         );
-        Maxpool2dBackward { kernel }
+        Maxpool2dBackward { kernel, shape: s }
     }
 
-    /// `act` is the pool's input (a ReLU output); it is read only when `relu_mask` is set.
-    pub fn bind(
-        &self,
-        gpu: &Gpu,
-        s: PoolShape,
-        relu_mask: bool,
-        dy: &View,
-        idx: &View,
-        act: &View,
-        dx: &View,
-    ) -> Dispatch {
-        let total = s.input_len();
-        let p = Params {
-            planes: s.planes as u32,
-            h: s.h as u32,
-            w: s.w as u32,
-            oh: s.oh() as u32,
-            ow: s.ow() as u32,
-            k: s.k as u32,
-            stride: s.stride as u32,
-            total: total as u32,
-            relu_mask: relu_mask as u32,
-            _pad: [0; 3],
-        };
-        let params = gpu.uniform("maxpool2d_backward params", &p);
+    /// `act` is read only when the pipeline fuses the ReLU mask.
+    pub fn bind(&self, gpu: &Gpu, planes: usize, dy: &View, idx: &View, act: &View, dx: &View) -> Dispatch {
+        let total = PoolShape { planes, ..self.shape }.input_len();
+        let params = gpu.uniform("maxpool2d_backward params", &Params { total: total as u32, _pad: [0; 3] });
         self.kernel.bind(
             gpu,
             &[params.as_entire_binding(), dy.resource(), idx.resource(), act.resource(), dx.resource()],

@@ -31,45 +31,38 @@ impl PoolShape {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
-    pub planes: u32,
-    pub h: u32,
-    pub w: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub k: u32,
-    pub stride: u32,
     pub total: u32,
+    pub _pad: [u32; 3],
 }
 
+/// The override constants that specialise a pool kernel to one plane shape.
+pub(crate) fn plane_constants(s: PoolShape) -> Vec<(&'static str, f64)> {
+    vec![("H", s.h as f64), ("W", s.w as f64), ("K", s.k as f64), ("STRIDE", s.stride as f64)]
+}
+
+/// A max-pool pipeline specialised to one plane shape (any number of planes).
 pub struct Maxpool2dForward {
     kernel: Kernel,
+    shape: PoolShape,
 }
 
 impl Maxpool2dForward {
-    pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
+    /// `s.planes` is ignored: the number of planes is chosen per bind.
+    pub fn new(gpu: &Gpu, s: PoolShape) -> Self {
+        let kernel = Kernel::with_constants(
             gpu,
             "maxpool2d_forward",
             include_str!("../../shaders/maxpool2d_forward.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
+            &plane_constants(s),
         );
-        Maxpool2dForward { kernel }
+        Maxpool2dForward { kernel, shape: s }
     }
 
-    pub fn bind(&self, gpu: &Gpu, s: PoolShape, x: &View, y: &View, idx: &View) -> Dispatch {
-        let total = s.output_len();
-        let p = Params {
-            planes: s.planes as u32,
-            h: s.h as u32,
-            w: s.w as u32,
-            oh: s.oh() as u32,
-            ow: s.ow() as u32,
-            k: s.k as u32,
-            stride: s.stride as u32,
-            total: total as u32,
-        };
-        let params = gpu.uniform("maxpool2d_forward params", &p);
+    pub fn bind(&self, gpu: &Gpu, planes: usize, x: &View, y: &View, idx: &View) -> Dispatch {
+        let total = PoolShape { planes, ..self.shape }.output_len();
+        let params = gpu.uniform("maxpool2d_forward params", &Params { total: total as u32, _pad: [0; 3] });
         self.kernel.bind(
             gpu,
             &[params.as_entire_binding(), x.resource(), y.resource(), idx.resource()],

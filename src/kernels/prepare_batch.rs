@@ -11,14 +11,6 @@ pub const MAX_CHUNKS: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
-    pub batch: u32,
-    pub channels: u32,
-    pub src_h: u32,
-    pub src_w: u32,
-    pub pad: u32,
-    pub dst: u32,
-    pub per_chunk: u32,
-    pub record_words: u32,
     pub total: u32,
     pub _pad: [u32; 3],
 }
@@ -84,36 +76,42 @@ impl GpuSplit {
     }
 }
 
+/// The batch-preparation pipeline for one uploaded split's layout.
 pub struct PrepareBatch {
     kernel: Kernel,
+    channels: usize,
 }
 
 impl PrepareBatch {
-    pub fn new(gpu: &Gpu) -> Self {
+    pub fn new(gpu: &Gpu, split: &GpuSplit) -> Self {
         let mut slots = vec![Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read];
         slots.extend([Slot::Read; MAX_CHUNKS]);
         slots.extend([Slot::ReadWrite, Slot::ReadWrite]);
-        let kernel = Kernel::new(gpu, "prepare_batch", include_str!("../../shaders/prepare_batch.wgsl"), "main", &slots);
-        PrepareBatch { kernel }
+        let kernel = Kernel::with_constants(
+            gpu,
+            "prepare_batch",
+            include_str!("../../shaders/prepare_batch.wgsl"),
+            "main",
+            &slots,
+            &[
+                ("CHANNELS", split.channels as f64),
+                ("SRC_H", split.height as f64),
+                ("SRC_W", split.width as f64),
+                ("PAD", split.pad as f64),
+                ("DST", IMAGE as f64),
+                ("PER_CHUNK", split.per_chunk as f64),
+            ],
+        );
+        PrepareBatch { kernel, channels: split.channels }
     }
 
     /// Gathers `batch` samples starting at the step table's `start` in `perm` into `x`
-    /// ([batch, C, 32, 32], normalised) and `labels`.
+    /// ([batch, C, 32, 32], normalised) and `labels`. `split` must have the layout the pipeline
+    /// was built for.
     pub fn bind(&self, gpu: &Gpu, split: &GpuSplit, perm: &View, steps: &StepTable, batch: usize, x: &View, labels: &View) -> Dispatch {
+        assert_eq!(split.channels, self.channels, "prepare_batch built for another layout");
         let total = batch * split.channels * IMAGE * IMAGE;
-        let p = Params {
-            batch: batch as u32,
-            channels: split.channels as u32,
-            src_h: split.height as u32,
-            src_w: split.width as u32,
-            pad: split.pad as u32,
-            dst: IMAGE as u32,
-            per_chunk: split.per_chunk as u32,
-            record_words: (split.channels * split.height * split.width / 4) as u32,
-            total: total as u32,
-            _pad: [0; 3],
-        };
-        let params = gpu.uniform("prepare_batch params", &p);
+        let params = gpu.uniform("prepare_batch params", &Params { total: total as u32, _pad: [0; 3] });
         let chunk_views: Vec<View> = (0..MAX_CHUNKS).map(|c| View::whole(&split.chunks[c.min(split.chunks.len() - 1)])).collect();
         let lv = View::whole(&split.labels);
         let mut res = vec![params.as_entire_binding(), steps.resource(), perm.resource(), lv.resource()];
