@@ -8,7 +8,7 @@ use common::*;
 use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput};
 use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight};
 use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape};
-use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product};
+use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product, Variant};
 use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
 use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
 use gpu_lenet::kernels::relu::{self, Relu};
@@ -187,10 +187,14 @@ fn gemm_shapes() -> Vec<(usize, usize, usize)> {
 }
 
 #[test]
-fn gemm_matches_reference_for_all_three_products() {
+fn gemm_matches_reference_for_all_three_products_and_both_variants() {
     let g = gpu();
     let k = Gemm::new(g);
-    for (m, n, kk) in gemm_shapes() {
+    let mut shapes = gemm_shapes();
+    // A tall batch: the forward's A (x) spans several 64 KiB uniform windows, and the weight
+    // grad accumulates over several windows of dy.
+    shapes.push((1100, 120, 400));
+    for (m, n, kk) in shapes {
         for seed in SEEDS {
             let mut r = Rng(seed * 101 + m as u64);
             let x = r.vec(m * kk, -1.0, 1.0);
@@ -213,10 +217,20 @@ fn gemm_matches_reference_for_all_three_products() {
                     Product::WeightGrad => (&dy, &x),
                 };
                 let (rows, cols, red) = gemm::dims(product, m, n, kk);
-                let (ab, bb, biasb, auxb, cb) = (upload(a), upload(bm), upload(&b), upload(&act_x), out(rows * cols));
-                k.bind(g, product, (m, n, kk), epi, &v(&ab), &v(&bb), &v(&biasb), &v(&auxb), &v(&cb)).run(g);
                 let want = gemm::reference(product, (m, n, kk), epi, a, bm, &b, &act_x);
-                assert_close(&format!("gemm {product:?} {epi:?} m={m} n={n} k={kk} seed={seed}"), &read(&cb), &want, tolerance(red));
+                for variant in [Variant::Storage, Variant::UniformA] {
+                    // A with the slack the uniform variant's last window needs.
+                    let mut padded = a.clone();
+                    padded.resize(a.len() + (gemm::A_SLACK_BYTES / 4) as usize, 0.0);
+                    let (ab, bb, biasb, auxb, cb) = (upload(&padded), upload(bm), upload(&b), upload(&act_x), out(rows * cols));
+                    let ds = k.bind_variant(g, variant, product, (m, n, kk), epi, &v(&ab), &v(&bb), &v(&biasb), &v(&auxb), &v(&cb));
+                    if variant == Variant::UniformA && m == 1100 {
+                        assert!(ds.len() > 1, "{product:?}: expected several uniform windows");
+                    }
+                    run_all(g, &ds.iter().collect::<Vec<_>>());
+                    let what = format!("gemm {variant:?} {product:?} {epi:?} m={m} n={n} k={kk} seed={seed}");
+                    assert_close(&what, &read(&cb), &want, tolerance(red));
+                }
             }
         }
     }

@@ -50,28 +50,101 @@ pub fn dims(product: Product, m: usize, n: usize, k: usize) -> (usize, usize, us
     }
 }
 
+/// Params of the uniform-A variant (gemm_uniform_a.wgsl): one A window per dispatch.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct WindowParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub ldc: u32,
+    pub a_rs: u32,
+    pub a_cs: u32,
+    pub b_rs: u32,
+    pub b_cs: u32,
+    pub has_bias: u32,
+    pub relu: u32,
+    pub mask: u32,
+    pub accumulate: u32,
+    pub c_row0: u32,
+    pub b_k0: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Which GEMM kernel to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Both operands from storage buffers (gemm.wgsl): any adapter, any size.
+    Storage,
+    /// A through uniform-buffer windows (gemm_uniform_a.wgsl).
+    UniformA,
+}
+
+/// Bytes of slack a buffer needs after its data to serve as the A operand of the uniform-A
+/// variant (its last window is bound at full size).
+pub const A_SLACK_BYTES: u64 = 65_536;
+
 pub struct Gemm {
-    kernel: Kernel,
+    storage: Kernel,
+    uniform_a: Option<Kernel>,
+    window_bytes: u64,
+    default_variant: Variant,
 }
 
 impl Gemm {
     pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
+        let storage = Kernel::new(
             gpu,
             "gemm",
             include_str!("../../shaders/gemm.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
         );
-        Gemm { kernel }
+        let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(A_SLACK_BYTES) / 16 * 16;
+        let uniform_a = (window_bytes >= 4096).then(|| {
+            let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
+            Kernel::new(
+                gpu,
+                "gemm_uniform_a",
+                &src,
+                "main",
+                &[Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
+            )
+        });
+        let forced = std::env::var("GPU_LENET_GEMM").ok();
+        let default_variant = match (forced.as_deref(), &uniform_a) {
+            (Some("storage"), _) | (_, None) => Variant::Storage,
+            _ => Variant::UniformA,
+        };
+        Gemm { storage, uniform_a, window_bytes, default_variant }
     }
 
-    /// Binds one product for a layer with batch `m`, `n` outputs and `k` inputs. `bias` and
-    /// `aux` are only read when the epilogue asks for them (pass any buffer otherwise).
+    /// Binds one product for a layer with batch `m`, `n` outputs and `k` inputs, with the
+    /// variant this adapter prefers. `bias` and `aux` are only read when the epilogue asks for
+    /// them (pass any buffer otherwise). May take several dispatches, run in order.
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &self,
         gpu: &Gpu,
+        product: Product,
+        mnk: (usize, usize, usize),
+        epi: Epilogue,
+        a: &View,
+        b: &View,
+        bias: &View,
+        aux: &View,
+        c: &View,
+    ) -> Vec<Dispatch> {
+        self.bind_variant(gpu, self.default_variant, product, mnk, epi, a, b, bias, aux, c)
+    }
+
+    /// [`Gemm::bind`] with an explicit variant (tests check both). The uniform-A variant
+    /// falls back to the storage one when no window of A can be aligned for binding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_variant(
+        &self,
+        gpu: &Gpu,
+        variant: Variant,
         product: Product,
         (m, n, k): (usize, usize, usize),
         epi: Epilogue,
@@ -80,13 +153,18 @@ impl Gemm {
         bias: &View,
         aux: &View,
         c: &View,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         let (rows, cols, red) = dims(product, m, n, k);
         let (a_rs, a_cs, b_rs, b_cs) = match product {
             Product::Forward => (k, 1, 1, k),
             Product::InputGrad => (n, 1, k, 1),
             Product::WeightGrad => (1, n, k, 1),
         };
+        if variant == Variant::UniformA {
+            if let Some(d) = self.bind_windows(gpu, product, (rows, cols, red), (a_rs, a_cs, b_rs, b_cs), epi, a, b, bias, aux, c) {
+                return d;
+            }
+        }
         let p = Params {
             m: rows as u32,
             n: cols as u32,
@@ -102,12 +180,95 @@ impl Gemm {
             _pad: 0,
         };
         let params = gpu.uniform("gemm params", &p);
-        self.kernel.bind(
+        vec![self.storage.bind(
             gpu,
             &[params.as_entire_binding(), a.resource(), b.resource(), bias.resource(), aux.resource(), c.resource()],
             [cols.div_ceil(4).div_ceil(8) as u32, rows.div_ceil(4).div_ceil(8) as u32, 1],
-        )
+        )]
     }
+
+    /// Splits A into uniform windows: over output rows for the forward and input-grad products
+    /// (A's rows are output rows), over the reduction for the weight grad (A's rows are the
+    /// batch). None when no aligned window fits.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_windows(
+        &self,
+        gpu: &Gpu,
+        product: Product,
+        (rows, cols, red): (usize, usize, usize),
+        (a_rs, a_cs, b_rs, b_cs): (usize, usize, usize, usize),
+        epi: Epilogue,
+        a: &View,
+        b: &View,
+        bias: &View,
+        aux: &View,
+        c: &View,
+    ) -> Option<Vec<Dispatch>> {
+        let kernel = self.uniform_a.as_ref()?;
+        let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+        let over_reduction = product == Product::WeightGrad;
+        // Bytes of one "row" of A along the windowed dimension (for the weight grad,
+        // A(i, k) = dy[k, i], so a window is a run of dy's rows, a_cs words each).
+        let row_bytes = 4 * if over_reduction { a_cs } else { a_rs };
+        let tile = if over_reduction { 1 } else { 8 };
+        let step = lcm(tile, align / gcd(row_bytes, align));
+        let total = if over_reduction { red } else { rows };
+        let per = (self.window_bytes as usize / row_bytes) / step * step;
+        if per == 0 || a.offset % align as u64 != 0 {
+            return None;
+        }
+        if a.offset + ((total.div_ceil(per) - 1) * per * row_bytes) as u64 + self.window_bytes > a.buffer.size() {
+            return None; // the A buffer lacks the slack for a full last window
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < total {
+            let len = per.min(total - start);
+            let (m, k, c_row0, b_k0) = if over_reduction { (rows, len, 0, start) } else { (len, red, start, 0) };
+            let p = WindowParams {
+                m: m as u32,
+                n: cols as u32,
+                k: k as u32,
+                ldc: cols as u32,
+                a_rs: a_rs as u32,
+                a_cs: a_cs as u32,
+                b_rs: b_rs as u32,
+                b_cs: b_cs as u32,
+                has_bias: epi.bias as u32,
+                relu: epi.relu as u32,
+                mask: epi.mask as u32,
+                accumulate: (over_reduction && start > 0) as u32,
+                c_row0: c_row0 as u32,
+                b_k0: b_k0 as u32,
+                _pad: [0; 2],
+            };
+            let params = gpu.uniform("gemm_uniform_a params", &p);
+            let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &a.buffer,
+                offset: a.offset + (start * row_bytes) as u64,
+                size: wgpu::BufferSize::new(self.window_bytes),
+            });
+            out.push(kernel.bind(
+                gpu,
+                &[params.as_entire_binding(), window, b.resource(), bias.resource(), aux.resource(), c.resource()],
+                [cols.div_ceil(4).div_ceil(8) as u32, m.div_ceil(8) as u32, 1],
+            ));
+            start += len;
+        }
+        Some(out)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
 }
 
 /// CPU reference for one product of a linear layer (x [M,K], W [N,K], dy [M,N]).

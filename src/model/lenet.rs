@@ -153,6 +153,9 @@ impl Activations {
     fn new(gpu: &Gpu, batch: usize, cin: usize) -> Self {
         let b = batch;
         let s = |label: &str, n: usize| gpu.storage(label, n);
+        // Buffers that feed a GEMM as its A operand get room for a full last uniform window.
+        let slack = (crate::kernels::gemm::A_SLACK_BYTES / 4) as usize;
+        let a = |label: &str, n: usize| gpu.storage(label, n + slack);
         Activations {
             x: s("x", b * cin * IMAGE * IMAGE),
             labels: s("labels", b),
@@ -160,14 +163,14 @@ impl Activations {
             p1: s("p1", b * 6 * 14 * 14),
             i1: s("i1", b * 6 * 14 * 14),
             a2: s("a2", b * 16 * 10 * 10),
-            p2: s("p2", b * 400),
+            p2: a("p2", b * 400),
             i2: s("i2", b * 400),
-            a3: s("a3", b * 120),
-            a4: s("a4", b * 84),
+            a3: a("a3", b * 120),
+            a4: a("a4", b * 84),
             logits: s("logits", b * CLASSES),
-            d_logits: s("d_logits", b * CLASSES),
-            d_a4: s("d_a4", b * 84),
-            d_a3: s("d_a3", b * 120),
+            d_logits: a("d_logits", b * CLASSES),
+            d_a4: a("d_a4", b * 84),
+            d_a3: a("d_a3", b * 120),
             d_p2: s("d_p2", b * 400),
             d_a2: s("d_a2", b * 16 * 10 * 10),
             d_p1: s("d_p1", b * 6 * 14 * 14),
@@ -212,47 +215,54 @@ impl Schedule {
         // Unused bias/aux slots are bound to a read-only weight view.
         let unused = net.w("fc3.bias");
 
-        let forward = vec![
-            k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1)),
-            k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1)),
-            k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2)),
-            k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2)),
+        // Each layer contributes one or more dispatches (a GEMM may split its A operand).
+        let forward: Vec<Dispatch> = [
+            vec![k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))],
+            vec![k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))],
+            vec![k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))],
+            vec![k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))],
             k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3)),
             k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4)),
             k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits)),
-            k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds),
-        ];
+            vec![k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds)],
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
 
         let none = Epilogue::default();
         let masked = Epilogue { bias: false, relu: false, mask: true };
         let conv2_w = k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
         let conv1_w = k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
         let all = |buf: &wgpu::Buffer| View::whole(buf);
-        let backward = vec![
+        let backward: Vec<Dispatch> = [
             // fc3
             k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight")),
-            k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias")),
+            vec![k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias"))],
             k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4)),
             // fc2
             k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight")),
-            k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias")),
+            vec![k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias"))],
             k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3)),
             // fc1
             k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight")),
-            k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias")),
+            vec![k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias"))],
             k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)),
             // pool2 (+ the ReLU of conv2), conv2
-            k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)),
-            conv2_w.partials,
-            conv2_w.reduce,
-            k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)),
+            vec![k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2))],
+            vec![conv2_w.partials],
+            vec![conv2_w.reduce],
+            vec![k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))],
             // pool1 (+ the ReLU of conv1), conv1 (its input grad is not needed)
-            k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1)),
-            conv1_w.partials,
-            conv1_w.reduce,
+            vec![k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))],
+            vec![conv1_w.partials],
+            vec![conv1_w.reduce],
             // the optimizer, over the whole arena
-            k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity)),
-        ];
+            vec![k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity))],
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Schedule {
             batch,
             acts,

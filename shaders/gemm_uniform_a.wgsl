@@ -1,0 +1,67 @@
+// gemm_uniform_a: the GEMM of gemm.wgsl with its A operand read through a uniform binding.
+// C[i, j] (+)= sum_k A(i, k) * B(k, j), then + bias[j], ReLU, or the ReLU-backward mask.
+//
+// Why: on llvmpipe a storage load costs ~5 ns per lane whatever its address, a uniform load
+// with the same address in every lane ~0.5 ns per float (examples/loadcost.rs). Here the 8
+// lanes of a workgroup share their 8 rows of A, so A comes from a uniform buffer and only B
+// is read from storage: per k, 4 storage loads feed 32 multiply-adds (gemm.wgsl: 8 for 16).
+// A uniform binding holds at most 64 KiB, so the Rust side splits A into windows, one dispatch
+// each: over output rows (forward, input grad) or over the reduction (weight grad, where
+// later windows accumulate into C in a fixed order, keeping results reproducible).
+
+struct Params {
+    m: u32, n: u32, k: u32, ldc: u32,          // this window: rows, cols, reduction length
+    a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, // strides of A (in the window) and B
+    has_bias: u32, relu: u32, mask: u32, accumulate: u32,
+    c_row0: u32, b_k0: u32, _p0: u32, _p1: u32, // first output row, first reduction index of B
+}
+
+const A_VEC4S: u32 = 1u;  // the window's size in vec4s, written in when the pipeline is built
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> a: array<vec4<f32>, A_VEC4S>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> aux: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
+
+fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
+
+@compute @workgroup_size(8, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let j0 = gid.x * 4u;
+    let i0 = wid.y * 8u;
+    if (j0 >= p.n) { return; }
+    var bc: vec4<u32>;
+    for (var u = 0u; u < 4u; u++) {
+        bc[u] = min(j0 + u, p.n - 1u) * p.b_cs;
+    }
+    var ar: array<u32, 8>;
+    for (var t = 0u; t < 8u; t++) {
+        ar[t] = min(i0 + t, p.m - 1u) * p.a_rs;
+    }
+    var acc: array<vec4<f32>, 8>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bk = (p.b_k0 + kk) * p.b_rs;
+        let bv = vec4<f32>(b[bk + bc.x], b[bk + bc.y], b[bk + bc.z], b[bk + bc.w]);
+        let ak = kk * p.a_cs;
+        for (var t = 0u; t < 8u; t++) {
+            acc[t] += a_at(ar[t] + ak) * bv;
+        }
+    }
+    for (var t = 0u; t < 8u; t++) {
+        let i = i0 + t;
+        if (i >= p.m) { break; }
+        let row = (p.c_row0 + i) * p.ldc;
+        for (var u = 0u; u < 4u; u++) {
+            let j = j0 + u;
+            if (j >= p.n) { break; }
+            var v = acc[t][u];
+            if (p.accumulate != 0u) { v += c[row + j]; }
+            if (p.has_bias != 0u) { v += bias[j]; }
+            if (p.relu != 0u) { v = max(v, 0.0); }
+            if (p.mask != 0u && !(aux[row + j] > 0.0)) { v = 0.0; }
+            c[row + j] = v;
+        }
+    }
+}
