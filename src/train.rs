@@ -308,10 +308,11 @@ impl<'g> Engine<'g> {
         self.gpu.read_words(&walk.metrics, 0, walk.steps * METRICS_WORDS)
     }
 
-    /// Evaluates the test split: totals and the predicted class of every test image.
-    pub fn evaluate(&self) -> Result<(Totals, Vec<u32>), String> {
+    /// Evaluates the test split: totals, and with `predictions` the predicted class of every
+    /// test image (one more readback, for the per-class table at the end of a run).
+    pub fn evaluate(&self, predictions: bool) -> Result<(Totals, Vec<u32>), String> {
         let totals = self.run_walk(&self.test, false, 0..self.test.steps, &mut |_, _| {})?;
-        let preds = self.gpu.read_words(&self.test.preds, 0, self.test.split.len)?;
+        let preds = if predictions { self.gpu.read_words(&self.test.preds, 0, self.test.split.len)? } else { Vec::new() };
         Ok((totals, preds))
     }
 
@@ -466,7 +467,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
                 if cfg.save.is_some() { "; the last saved checkpoint was kept" } else { "" }
             ));
         }
-        let (test, preds) = engine.evaluate()?;
+        let (test, preds) = engine.evaluate(epoch == cfg.epochs)?;
         let report = EpochReport {
             epoch,
             train_loss: totals.mean_loss(),
@@ -545,7 +546,7 @@ pub fn evaluate_checkpoint(gpu: &Gpu, ds: Dataset, checkpoint_path: &std::path::
     }
     let engine = Engine::new(gpu, ds, batch_size, 0.0, 0.0, false)?;
     engine.upload_weights(&l.weights, None);
-    let (t, preds) = engine.evaluate()?;
+    let (t, preds) = engine.evaluate(true)?;
     println!(
         "Test loss: {:.4}, Test accuracy: {:.2}% ({} of {} images) on {}",
         t.mean_loss(),

@@ -228,3 +228,19 @@ fn fashion_mnist_one_epoch_reaches_80_percent() {
     println!("{}", r.stdout);
     assert!(acc >= 0.80, "Fashion-MNIST test accuracy {acc} after 1 epoch:\n{}", r.stdout);
 }
+
+#[test]
+fn an_adapter_that_is_not_there_is_named_with_what_exists() {
+    // No machine has both a Metal and a DX12 adapter; ask for the one this OS lacks.
+    let missing = if cfg!(target_os = "macos") { "dx12" } else { "metal" };
+    let r = run(&["train", "--dataset", "synthetic", "--adapter", missing], &[]);
+    assert!(!r.ok);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(errors[0].contains(&format!("adapter '{missing}' not found")) && errors[0].contains("adapters found:"), "{}", errors[0]);
+    // An unknown name is refused by the flag parser, naming the valid ones.
+    let r = run(&["train", "--adapter", "cuda"], &[]);
+    assert!(!r.ok && r.stderr.contains("cuda") && r.stderr.contains("lavapipe"), "{}", r.stderr);
+    let r = run(&["adapters"], &[]);
+    assert!(r.ok && r.stdout.contains("TIMESTAMP_QUERY") && r.stdout.contains("backend"), "{}", r.stdout);
+}
