@@ -13,7 +13,7 @@ fn main() {
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);
     let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
-    for d in s.forward.iter().chain(&s.backward) {
+    for d in s.forward.iter().chain(&s.backward).flat_map(|st| &st.dispatches) {
         d.run(&gpu);
         gpu.wait_idle().unwrap();
         let reps = 5;

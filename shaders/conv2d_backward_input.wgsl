@@ -1,11 +1,11 @@
 // conv2d_backward_input: dx = full correlation of dy with the flipped kernel.
 // dy [B, COUT, OH, OW], w [COUT, CIN, KH, KW] -> dx [B, CIN, H, W].
 //
-// A gather, not a scatter: each invocation owns 4 horizontally adjacent input pixels of
-// CI_TILE input channels and sums every (co, ky, kx) term that reaches them in a fixed order,
-// so there are no atomics and the result is bit-reproducible. Per (co, ky) it loads the dy row
-// segment those pixels see (4 + KW - 1 values, zero outside the output) once, and reuses it for
-// CI_TILE * KW multiply-adds. Input channels come from the workgroup id, so weight loads are
+// A gather, not a scatter: each invocation owns PXQ quads (4 * PXQ horizontally adjacent
+// input pixels) of CI_TILE input channels and sums every (co, ky, kx) term that reaches them in
+// a fixed order, so there are no atomics and the result is bit-reproducible. Per (co, ky) it
+// loads the dy row segment those pixels see (4 * PXQ + KW - 1 values, zero outside the output)
+// once, and reuses it for CI_TILE * KW * PXQ vec4 multiply-adds. Input channels come from the workgroup id, so weight loads are
 // uniform, and they go through a uniform binding (about ten times cheaper per float than a
 // storage load on llvmpipe; the constant cache on GPUs). Shapes are override constants: constant loops, unrolled, arrays in registers.
 
@@ -15,13 +15,15 @@ override W: u32;
 override COUT: u32;
 override KH: u32;
 override KW: u32;
-override CI_TILE: u32;   // input channels per invocation, at most 8
+override CI_TILE: u32;   // input channels per invocation
+override PXQ: u32;       // quads of 4 input pixels per invocation; CI_TILE * PXQ <= 32
 override OH: u32 = H - KH + 1u;
 override OW: u32 = W - KW + 1u;
 override QUADS: u32 = (W + 3u) / 4u;
+override GROUPS: u32 = (QUADS + PXQ - 1u) / PXQ;   // invocations per input row
 
-const MAX_SEG: u32 = 16u;
-const MAX_CI: u32 = 8u;
+const MAX_SEG: u32 = 44u;
+const MAX_ACC: u32 = 32u;
 
 struct Params { batch: u32, _p0: u32, _p1: u32, _p2: u32 }
 
@@ -36,13 +38,13 @@ fn weight(i: u32) -> f32 { return wt[i >> 2u][i & 3u]; }
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let tile = gid.x;
-    if (tile >= H * QUADS) { return; }
+    if (tile >= H * GROUPS) { return; }
     let ci0 = wid.y * CI_TILE;
     let b = wid.z;
-    let iy = i32(tile / QUADS);
-    let ix0 = i32((tile % QUADS) * 4u);
+    let iy = i32(tile / GROUPS);
+    let ix0 = i32((tile % GROUPS) * PXQ * 4u);
 
-    var acc: array<vec4<f32>, MAX_CI>;
+    var acc: array<vec4<f32>, MAX_ACC>;   // [t][q]
     for (var co = 0u; co < COUT; co++) {
         for (var ky = 0u; ky < KH; ky++) {
             let oy = iy - i32(ky);
@@ -50,7 +52,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             let row = i32((b * COUT + co) * OH * OW) + select(0, oy, row_ok) * i32(OW);
             // seg[j] = dy[oy, ix0 + j - (KW - 1)], zero outside the output.
             var seg: array<f32, MAX_SEG>;
-            for (var j = 0u; j < 3u + KW; j++) {
+            for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
                 let ox = ix0 + i32(j) - i32(KW - 1u);
                 let ok = row_ok && ox >= 0 && ox < i32(OW);
                 seg[j] = select(0.0, dy[row + clamp(ox, 0, i32(OW) - 1)], ok);
@@ -58,9 +60,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             for (var t = 0u; t < CI_TILE; t++) {
                 let wrow = ((co * CIN + min(ci0 + t, CIN - 1u)) * KH + ky) * KW;
                 for (var kx = 0u; kx < KW; kx++) {
-                    // Pixel ix0 + i reads dy at ox = ix0 + i - kx, which is seg[i + KW - 1 - kx].
-                    let s0 = KW - 1u - kx;
-                    acc[t] += weight(wrow + kx) * vec4<f32>(seg[s0], seg[s0 + 1u], seg[s0 + 2u], seg[s0 + 3u]);
+                    let wv = weight(wrow + kx);
+                    for (var q = 0u; q < PXQ; q++) {
+                        // Pixel ix0 + 4q + i reads dy at ox = ix0 + 4q + i - kx: seg[4q + i + KW - 1 - kx].
+                        let s0 = 4u * q + KW - 1u - kx;
+                        acc[t * PXQ + q] += wv * vec4<f32>(seg[s0], seg[s0 + 1u], seg[s0 + 2u], seg[s0 + 3u]);
+                    }
                 }
             }
         }
@@ -68,9 +73,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     for (var t = 0u; t < CI_TILE; t++) {
         let ci = ci0 + t;
         if (ci >= CIN) { break; }
-        let out = ((b * CIN + ci) * H + u32(iy)) * W + u32(ix0);
-        for (var j = 0u; j < 4u; j++) {
-            if (u32(ix0) + j < W) { dx[out + j] = acc[t][j]; }
+        let out = ((b * CIN + ci) * H + u32(iy)) * W;
+        for (var q = 0u; q < PXQ; q++) {
+            for (var j = 0u; j < 4u; j++) {
+                let ix = u32(ix0) + 4u * q + j;
+                if (ix < W) { dx[out + ix] = acc[t * PXQ + q][j]; }
+            }
         }
     }
 }

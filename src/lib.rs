@@ -6,7 +6,9 @@
 //! - [`data`]: CIFAR-10, Fashion-MNIST, the synthetic set, download.
 //! - [`checkpoint`]: safetensors with PyTorch's `state_dict` names.
 //! - [`train`]: epochs, metrics, progress, evaluation.
+//! - [`bench`]: `bench-kernels`, per-kernel timings checked against the references.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod gpu;

@@ -87,12 +87,19 @@ enum Command {
     },
     /// List every GPU adapter wgpu finds.
     Adapters,
-    /// Time every kernel at LeNet's shapes (arrives with the benchmarks issue).
+    /// Check every kernel against its CPU reference, then time it at LeNet's shapes; also the
+    /// adapter's copy and GEMM ceilings and the whole training step.
     BenchKernels {
         #[command(flatten)]
         adapter: AdapterArgs,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        /// Time only the kernels whose name contains this (all are still checked).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -155,7 +162,22 @@ fn run(cli: Cli) -> Result<(), String> {
             let ds = load_data(&data, seed)?;
             train::evaluate_checkpoint(&gpu, ds, &checkpoint, batch_size).map(|_| ())
         }
-        Command::BenchKernels { .. } => Err("bench-kernels is not implemented yet: it arrives with the benchmarks issue".into()),
+        Command::BenchKernels { adapter, batch_size, kernel, json } => {
+            if batch_size == 0 {
+                return Err("--batch-size: must be at least 1".into());
+            }
+            let gpu = open_gpu(adapter.adapter)?;
+            let report = gpu_lenet::bench::run(&gpu, batch_size, kernel.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                gpu_lenet::bench::print(&report);
+            }
+            if report.kernels.iter().any(|k| !k.correct) {
+                return Err("some kernels failed their check against the CPU reference (see above)".into());
+            }
+            Ok(())
+        }
     }
 }
 

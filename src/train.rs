@@ -153,7 +153,7 @@ pub struct Engine<'g> {
 }
 
 /// Steps per submit: a few readbacks per epoch for the progress bar, many steps each.
-fn group_size(steps: usize) -> usize {
+pub fn group_size(steps: usize) -> usize {
     steps.div_ceil(16).clamp(1, 256)
 }
 

@@ -244,3 +244,29 @@ fn an_adapter_that_is_not_there_is_named_with_what_exists() {
     let r = run(&["adapters"], &[]);
     assert!(r.ok && r.stdout.contains("TIMESTAMP_QUERY") && r.stdout.contains("backend"), "{}", r.stdout);
 }
+
+#[test]
+fn bench_kernels_checks_every_kernel_and_writes_json() {
+    let r = run(&["bench-kernels", "--batch-size", "7", "--json"], &[]);
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    for key in ["adapter", "batch_size", "timing", "kernels", "train_step"] {
+        assert!(v.get(key).is_some(), "no {key} in {v}");
+    }
+    assert_eq!(v["batch_size"], 7);
+    assert!(["gpu-timestamps", "wall-clock"].contains(&v["timing"].as_str().unwrap()));
+    let kernels = v["kernels"].as_array().unwrap();
+    let names: Vec<&str> = kernels.iter().map(|k| k["name"].as_str().unwrap()).collect();
+    for name in ["prepare_batch", "conv1_forward", "conv2_backward_weight", "conv2_backward_input", "softmax_cross_entropy", "sgd_momentum", "fc1_weight_grad"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for k in kernels {
+        assert_eq!(k["correct"], true, "{k}");
+        for key in ["ms", "gflops", "gbps", "share"] {
+            assert!(k[key].as_f64().is_some_and(|x| x >= 0.0), "{key} of {k}");
+        }
+    }
+    let step = &v["train_step"];
+    assert!(step["ms"].as_f64().unwrap() > 0.0 && step["images_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(step["dispatches"].as_u64().unwrap() >= 20, "{step}");
+}

@@ -7,7 +7,7 @@ use common::*;
 
 use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput};
 use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight};
-use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape};
+use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape, Tiles};
 use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product, Variant};
 use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
 use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
@@ -35,21 +35,38 @@ fn v(b: &wgpu::Buffer) -> View {
     View::whole(b)
 }
 
+/// Register tilings to test besides each kernel's default: one channel and one quad, and wide
+/// tiles that overhang the row and the channel count.
+/// (Each tiling is its own pipeline to compile, so the extra ones run on a few shapes only.)
+fn tilings(s: &ConvShape, channels: usize) -> Vec<Option<Tiles>> {
+    let mut t = vec![None];
+    if s.batch == 2 || s.batch == 3 || (s.batch == 64 && s.cin == 3) {
+        t.extend([Some(Tiles { co: 1, quads: 1 }), Some(Tiles { co: channels.min(3), quads: 8 }), Some(Tiles { co: channels.min(5), quads: 3 })]);
+    }
+    t
+}
+
 #[test]
 fn conv2d_forward_matches_reference() {
     let g = gpu();
     for s in conv_shapes() {
         for relu in [true, false] {
-            let k = Conv2dForward::new(g, s, relu);
-            for seed in SEEDS {
-                let mut r = Rng(seed * 1000 + s.batch as u64);
-                let x = r.vec(s.input_len(), -1.0, 1.0);
-                let w = r.vec(s.weight_len(), -0.3, 0.3);
-                let b = r.vec(s.cout, -0.3, 0.3);
-                let (xb, wb, bb, yb) = (upload(&x), upload(&w), upload(&b), out(s.output_len()));
-                k.bind(g, s.batch, &v(&xb), &v(&wb), &v(&bb), &v(&yb)).run(g);
-                let want = conv2d_forward::reference(s, relu, &x, &w, &b);
-                assert_close(&format!("conv2d_forward {s:?} relu={relu} seed={seed}"), &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
+            for tiles in tilings(&s, s.cout) {
+                let k = match tiles {
+                    Some(t) => Conv2dForward::with_tiles(g, s, relu, t),
+                    None => Conv2dForward::new(g, s, relu),
+                };
+                for seed in SEEDS {
+                    let mut r = Rng(seed * 1000 + s.batch as u64);
+                    let x = r.vec(s.input_len(), -1.0, 1.0);
+                    let w = r.vec(s.weight_len(), -0.3, 0.3);
+                    let b = r.vec(s.cout, -0.3, 0.3);
+                    let (xb, wb, bb, yb) = (upload(&x), upload(&w), upload(&b), out(s.output_len()));
+                    k.bind(g, s.batch, &v(&xb), &v(&wb), &v(&bb), &v(&yb)).run(g);
+                    let want = conv2d_forward::reference(s, relu, &x, &w, &b);
+                    let what = format!("conv2d_forward {s:?} relu={relu} tiles={tiles:?} seed={seed}");
+                    assert_close(&what, &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
+                }
             }
         }
     }
@@ -59,15 +76,21 @@ fn conv2d_forward_matches_reference() {
 fn conv2d_backward_input_matches_reference() {
     let g = gpu();
     for s in conv_shapes() {
-        let k = Conv2dBackwardInput::new(g, s);
-        for seed in SEEDS {
-            let mut r = Rng(seed * 7 + s.batch as u64);
-            let dy = r.vec(s.output_len(), -1.0, 1.0);
-            let w = r.vec(s.weight_len(), -0.3, 0.3);
-            let (dyb, wb, dxb) = (upload(&dy), upload(&w), out(s.input_len()));
-            k.bind(g, s.batch, &v(&dyb), &v(&wb), &v(&dxb)).run(g);
-            let want = conv2d_backward_input::reference(s, &dy, &w);
-            assert_close(&format!("conv2d_backward_input {s:?} seed={seed}"), &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
+        for tiles in tilings(&s, s.cin) {
+            let k = match tiles {
+                Some(t) => Conv2dBackwardInput::with_tiles(g, s, t),
+                None => Conv2dBackwardInput::new(g, s),
+            };
+            for seed in SEEDS {
+                let mut r = Rng(seed * 7 + s.batch as u64);
+                let dy = r.vec(s.output_len(), -1.0, 1.0);
+                let w = r.vec(s.weight_len(), -0.3, 0.3);
+                let (dyb, wb, dxb) = (upload(&dy), upload(&w), out(s.input_len()));
+                k.bind(g, s.batch, &v(&dyb), &v(&wb), &v(&dxb)).run(g);
+                let want = conv2d_backward_input::reference(s, &dy, &w);
+                let what = format!("conv2d_backward_input {s:?} tiles={tiles:?} seed={seed}");
+                assert_close(&what, &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
+            }
         }
     }
 }

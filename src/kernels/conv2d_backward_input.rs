@@ -1,6 +1,6 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
-use super::conv2d_forward::{co_tile, ConvShape};
+use super::conv2d_forward::{co_tile, ConvShape, Tiles};
 use super::{with_const, Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
@@ -15,14 +15,21 @@ pub struct Params {
 pub struct Conv2dBackwardInput {
     kernel: Kernel,
     shape: ConvShape,
-    ci_tile: usize,
+    tiles: Tiles,
 }
 
 impl Conv2dBackwardInput {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
+        // One quad per invocation, as for the forward (see `Tiles::for_shape`).
+        let tiles = Tiles { co: co_tile(s.cin), quads: 1 };
+        Self::with_tiles(gpu, s, tiles)
+    }
+
+    /// With an explicit register tiling (`tiles.co` counts input channels here).
+    pub fn with_tiles(gpu: &Gpu, s: ConvShape, tiles: Tiles) -> Self {
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
-        let ci_tile = co_tile(s.cin);
+        assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
         let kernel = Kernel::with_constants(
             gpu,
@@ -37,10 +44,11 @@ impl Conv2dBackwardInput {
                 ("COUT", s.cout as f64),
                 ("KH", s.kh as f64),
                 ("KW", s.kw as f64),
-                ("CI_TILE", ci_tile as f64),
+                ("CI_TILE", tiles.co as f64),
+                ("PXQ", tiles.quads as f64),
             ],
         );
-        Conv2dBackwardInput { kernel, shape: s, ci_tile }
+        Conv2dBackwardInput { kernel, shape: s, tiles }
     }
 
     pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, w: &View, dx: &View) -> Dispatch {
@@ -49,7 +57,7 @@ impl Conv2dBackwardInput {
         self.kernel.bind(
             gpu,
             &[params.as_entire_binding(), dy.resource(), w.uniform_vec4s().resource(), dx.resource()],
-            [(s.h * s.w.div_ceil(4)).div_ceil(64) as u32, s.cin.div_ceil(self.ci_tile) as u32, batch as u32],
+            [(s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads)).div_ceil(64) as u32, s.cin.div_ceil(self.tiles.co) as u32, batch as u32],
         )
     }
 }

@@ -49,18 +49,41 @@ pub fn co_tile(cout: usize) -> usize {
     }
 }
 
+/// Register tiling of one invocation: output channels x quads of 4 pixels along a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    pub co: usize,
+    pub quads: usize,
+}
+
+impl Tiles {
+    /// Measured on lavapipe with `bench-kernels --kernel _forward` (2026-11-28, ms at batch
+    /// 64, conv1 / conv2): (co 6|8, 1 quad) 8.2 / 5.6; (3, 2) 14.4 / 16.3; (2, 3) 21.4 / 13.7;
+    /// (1, 4) 29.8 / 22.3; (16, 1) 55.6 / 19.8. Past about 40 unrolled multiply-adds per (ci,
+    /// ky) llvmpipe stops unrolling and the accumulators leave registers, so wider pixel tiles
+    /// lose there; other adapters may prefer them.
+    pub fn for_shape(s: ConvShape) -> Tiles {
+        Tiles { co: co_tile(s.cout), quads: 1 }
+    }
+}
+
 /// A forward convolution pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dForward {
     kernel: Kernel,
     shape: ConvShape,
-    co_tile: usize,
+    tiles: Tiles,
 }
 
 impl Conv2dForward {
     /// `s.batch` is ignored: the batch is chosen per [`Conv2dForward::bind`].
     pub fn new(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
+        Self::with_tiles(gpu, s, relu, Tiles::for_shape(s))
+    }
+
+    /// With an explicit register tiling (tests and tuning).
+    pub fn with_tiles(gpu: &Gpu, s: ConvShape, relu: bool, tiles: Tiles) -> Self {
         assert!(s.kw <= 13, "conv2d_forward supports kernel widths up to 13");
-        let co_tile = co_tile(s.cout);
+        assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = include_str!("../../shaders/conv2d_forward.wgsl");
         let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
         let kernel = Kernel::with_constants(
@@ -76,11 +99,12 @@ impl Conv2dForward {
                 ("COUT", s.cout as f64),
                 ("KH", s.kh as f64),
                 ("KW", s.kw as f64),
-                ("CO_TILE", co_tile as f64),
+                ("CO_TILE", tiles.co as f64),
+                ("PXQ", tiles.quads as f64),
                 ("RELU", relu as u32 as f64),
             ],
         );
-        Conv2dForward { kernel, shape: s, co_tile }
+        Conv2dForward { kernel, shape: s, tiles }
     }
 
     /// `w` and `b` are bound as uniform arrays of vec4: their buffers need room up to the next
@@ -88,11 +112,12 @@ impl Conv2dForward {
     pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Dispatch {
         let s = self.shape;
         let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, _pad: [0; 3] });
-        let groups = (s.oh() * s.ow().div_ceil(4)).div_ceil(64) as u32;
+        let per_row = s.ow().div_ceil(4).div_ceil(self.tiles.quads);
+        let groups = (s.oh() * per_row).div_ceil(64) as u32;
         self.kernel.bind(
             gpu,
             &[params.as_entire_binding(), x.resource(), w.uniform_vec4s().resource(), b.uniform_vec4s().resource(), y.resource()],
-            [groups, s.cout.div_ceil(self.co_tile) as u32, batch as u32],
+            [groups, s.cout.div_ceil(self.tiles.co) as u32, batch as u32],
         )
     }
 }

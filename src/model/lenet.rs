@@ -179,14 +179,36 @@ impl Activations {
     }
 }
 
+/// One kernel's part of a step: its name and its dispatches, recorded in order.
+pub struct Stage {
+    pub name: &'static str,
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl Stage {
+    fn new(name: &'static str, dispatches: Vec<Dispatch>) -> Stage {
+        Stage { name, dispatches }
+    }
+    fn one(name: &'static str, d: Dispatch) -> Stage {
+        Stage { name, dispatches: vec![d] }
+    }
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        for d in &self.dispatches {
+            d.record(pass, step_offset);
+        }
+    }
+}
+
 /// The dispatches of one training step (and its forward half, for evaluation) at one batch size.
 pub struct Schedule {
     pub batch: usize,
     pub acts: Activations,
     /// Gathers the step's batch into `acts.x` / `acts.labels`; set by the data pipeline.
     pub prepare: Option<Dispatch>,
-    pub forward: Vec<Dispatch>,
-    pub backward: Vec<Dispatch>,
+    /// Forward stages, the loss last.
+    pub forward: Vec<Stage>,
+    /// Backward stages, the optimizer last.
+    pub backward: Vec<Stage>,
     /// Kept alive for the bind groups that use them.
     _scratch: Vec<wgpu::Buffer>,
 }
@@ -216,53 +238,41 @@ impl Schedule {
         let unused = net.w("fc3.bias");
 
         // Each layer contributes one or more dispatches (a GEMM may split its A operand).
-        let forward: Vec<Dispatch> = [
-            vec![k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))],
-            vec![k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))],
-            vec![k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))],
-            vec![k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))],
-            k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3)),
-            k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4)),
-            k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits)),
-            vec![k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds)],
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-
         let none = Epilogue::default();
         let masked = Epilogue { bias: false, relu: false, mask: true };
         let conv2_w = k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
         let conv1_w = k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
         let all = |buf: &wgpu::Buffer| View::whole(buf);
-        let backward: Vec<Dispatch> = [
-            // fc3
-            k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight")),
-            vec![k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias"))],
-            k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4)),
-            // fc2
-            k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight")),
-            vec![k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias"))],
-            k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3)),
-            // fc1
-            k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight")),
-            vec![k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias"))],
-            k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)),
-            // pool2 (+ the ReLU of conv2), conv2
-            vec![k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2))],
-            vec![conv2_w.partials],
-            vec![conv2_w.reduce],
-            vec![k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))],
-            // pool1 (+ the ReLU of conv1), conv1 (its input grad is not needed)
-            vec![k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))],
-            vec![conv1_w.partials],
-            vec![conv1_w.reduce],
-            // the optimizer, over the whole arena
-            vec![k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity))],
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        // Each named stage is one kernel's work: one dispatch, or a few (GEMM windows, the
+        // two passes of the conv weight grad).
+        let forward: Vec<Stage> = vec![
+            Stage::one("conv1_forward", k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))),
+            Stage::one("pool1_forward", k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))),
+            Stage::one("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
+            Stage::one("pool2_forward", k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))),
+            Stage::new("fc1_forward", k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3))),
+            Stage::new("fc2_forward", k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4))),
+            Stage::new("fc3_forward", k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits))),
+            Stage::one("softmax_cross_entropy", k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds)),
+        ];
+        let backward: Vec<Stage> = vec![
+            Stage::new("fc3_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight"))),
+            Stage::one("fc3_bias_grad", k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias"))),
+            Stage::new("fc3_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4))),
+            Stage::new("fc2_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight"))),
+            Stage::one("fc2_bias_grad", k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias"))),
+            Stage::new("fc2_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3))),
+            Stage::new("fc1_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight"))),
+            Stage::one("fc1_bias_grad", k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias"))),
+            Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2))),
+            // pool2's backward fuses the ReLU of conv2; conv1's input grad is not needed.
+            Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2))),
+            Stage::new("conv2_backward_weight", vec![conv2_w.partials, conv2_w.reduce]),
+            Stage::one("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))),
+            Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))),
+            Stage::new("conv1_backward_weight", vec![conv1_w.partials, conv1_w.reduce]),
+            Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity))),
+        ];
         Schedule {
             batch,
             acts,
@@ -278,8 +288,8 @@ impl Schedule {
         if let Some(p) = &self.prepare {
             p.record(pass, step_offset);
         }
-        for d in self.forward.iter().chain(&self.backward) {
-            d.record(pass, step_offset);
+        for st in self.forward.iter().chain(&self.backward) {
+            st.record(pass, step_offset);
         }
     }
 
@@ -288,13 +298,13 @@ impl Schedule {
         if let Some(p) = &self.prepare {
             p.record(pass, step_offset);
         }
-        for d in &self.forward {
-            d.record(pass, step_offset);
+        for st in &self.forward {
+            st.record(pass, step_offset);
         }
     }
 
     /// Dispatches per training step.
     pub fn dispatches_per_step(&self) -> usize {
-        self.prepare.is_some() as usize + self.forward.len() + self.backward.len()
+        self.prepare.is_some() as usize + self.forward.iter().chain(&self.backward).map(|s| s.dispatches.len()).sum::<usize>()
     }
 }

@@ -6,7 +6,7 @@ pub mod lenet;
 pub mod reference;
 
 pub use arena::{Arena, TensorSpec};
-pub use lenet::{Lenet, LenetKernels, Schedule};
+pub use lenet::{Lenet, LenetKernels, Schedule, Stage};
 
 /// Input image side (CIFAR-10 is 32x32; Fashion-MNIST's 28x28 is padded to it).
 pub const IMAGE: usize = 32;

@@ -17,6 +17,15 @@ pub struct StepResult {
     pub correct: u32,
     /// Gradients in the arena's layout (padding words zero).
     pub grads: Vec<f32>,
+    /// Every intermediate tensor by the name the GPU schedule's buffers have: a1, p1, a2, p2,
+    /// a3, a4, logits, d_logits, d_a4, d_a3, d_p2, d_a2, d_p1, d_a1.
+    pub acts: Vec<(&'static str, Vec<f32>)>,
+}
+
+impl StepResult {
+    pub fn act(&self, name: &str) -> &[f32] {
+        &self.acts.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no intermediate {name}")).1
+    }
 }
 
 /// Forward, loss and every parameter gradient for one batch.
@@ -65,7 +74,23 @@ pub fn forward_backward(
     let (dw1, db1) = conv2d_backward_weight::reference(c1, &d_a1, x);
     put("conv1.weight", dw1);
     put("conv1.bias", db1);
-    StepResult { logits, loss_sum, correct, grads }
+    let acts = vec![
+        ("a1", a1),
+        ("p1", p1),
+        ("a2", a2),
+        ("p2", p2),
+        ("a3", a3),
+        ("a4", a4),
+        ("logits", logits.clone()),
+        ("d_logits", d_logits),
+        ("d_a4", d_a4),
+        ("d_a3", d_a3),
+        ("d_p2", d_p2),
+        ("d_a2", d_a2),
+        ("d_p1", d_p1),
+        ("d_a1", d_a1),
+    ];
+    StepResult { logits, loss_sum, correct, grads, acts }
 }
 
 /// One full SGD-with-momentum training step on the CPU, updating `weights` and `velocity`.

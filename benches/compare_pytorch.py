@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Side by side, in one run: PyTorch on the CPU (threads = cores) and gpu-lenet on a chosen
+adapter train the same network on the same data (Fashion-MNIST, 1 epoch, batch 64, lr 0.01,
+momentum 0.9) and the script prints both training throughputs and their ratio.
+
+    pip install torch numpy
+    cargo build --release
+    python3 benches/compare_pytorch.py [--adapter lavapipe] [--data /usr/share/datasets/fashion-mnist]
+
+Training images/s counts the training loop only (data already in memory, no evaluation).
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, in_channels=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def idx(path):
+    for p in (path + ".gz", path):
+        if os.path.exists(p):
+            data = open(p, "rb").read()
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            return data
+    sys.exit(f"{path}[.gz] not found")
+
+
+def load(data_dir, prefix):
+    images = np.frombuffer(idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte")), np.uint8, offset=16)
+    labels = np.frombuffer(idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte")), np.uint8, offset=8)
+    images = images.reshape(-1, 1, 28, 28)
+    # Same input as gpu-lenet: pad 2 pixels of raw 0 to 32x32, then (u8/255 - 0.5)/0.5.
+    images = np.pad(images, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    x = (torch.from_numpy(images.astype(np.float32)) / 255.0 - 0.5) / 0.5
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def pytorch_images_per_sec(data_dir, batch, lr):
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    x, y = load(data_dir, "train")
+    net = Net()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    perm = torch.randperm(len(y))
+    start = time.perf_counter()
+    for i in range(0, len(y), batch):
+        idx_ = perm[i:i + batch]
+        opt.zero_grad()
+        loss = crit(net(x[idx_]), y[idx_])
+        loss.backward()
+        opt.step()
+    secs = time.perf_counter() - start
+    xt, yt = load(data_dir, "t10k")
+    with torch.no_grad():
+        acc = (net(xt).argmax(1) == yt).float().mean().item()
+    return len(y) / secs, acc
+
+
+def gpu_lenet_images_per_sec(binary, adapter, data_dir, batch, lr):
+    with tempfile.TemporaryDirectory() as d:
+        metrics = os.path.join(d, "m.jsonl")
+        cmd = [binary, "train", "--adapter", adapter, "--dataset", "fashion-mnist", "--data", data_dir,
+               "--epochs", "1", "--batch-size", str(batch), "--lr", str(lr), "--metrics", metrics]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        m = json.loads(open(metrics).read().splitlines()[-1])
+        return m["images_per_sec"], m["test_accuracy"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--adapter", default="auto")
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "gpu-lenet"))
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.01)
+    a = ap.parse_args()
+    print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"Fashion-MNIST 1 epoch, batch {a.batch_size}, lr {a.lr}")
+    pt, pt_acc = pytorch_images_per_sec(a.data, a.batch_size, a.lr)
+    print(f"PyTorch CPU ({os.cpu_count()} threads): {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
+    gl, gl_acc = gpu_lenet_images_per_sec(a.binary, a.adapter, a.data, a.batch_size, a.lr)
+    print(f"gpu-lenet ({a.adapter}):{'':>9} {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
+    print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

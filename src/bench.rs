@@ -1,0 +1,375 @@
+//! `gpu-lenet bench-kernels`: every kernel of a training step at LeNet's shapes, checked against
+//! the CPU reference first (a wrong kernel is reported, never timed), then timed: median of
+//! many repetitions, with GPU timestamps where the adapter has them inside passes and wall
+//! clock otherwise. Also the adapter's own ceilings (a vec4 copy for bandwidth, the best GEMM
+//! for arithmetic) and the whole training step.
+
+use crate::data::synthetic;
+use crate::gpu::Gpu;
+use crate::kernels::gemm::{self, Epilogue, Product};
+use crate::kernels::prepare_batch::{self, GpuSplit, PrepareBatch};
+use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
+use crate::kernels::{sgd_momentum, Dispatch, Kernel, Slot, StepTable, View};
+use crate::model::lenet::{conv1_shape, conv2_shape, pool1_shape, pool2_shape, FC};
+use crate::model::{reference, Lenet, LenetKernels, Schedule, CLASSES};
+use crate::train::{group_size, init_weights};
+use std::time::Instant;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelRow {
+    pub name: String,
+    /// Median milliseconds; None when the kernel failed its check.
+    pub ms: Option<f64>,
+    pub gflops: Option<f64>,
+    pub gbps: Option<f64>,
+    /// Fraction of the summed kernel time of a step.
+    pub share: Option<f64>,
+    /// Fraction of the ceiling that bounds it (the larger of GFLOP/s over the GEMM ceiling and
+    /// GB/s over the copy ceiling).
+    pub of_ceiling: Option<f64>,
+    pub correct: bool,
+    /// The check's worst relative error, or why it failed.
+    pub check: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepRow {
+    pub ms: f64,
+    pub images_per_sec: f64,
+    pub dispatches: usize,
+    pub submits_per_epoch: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ceilings {
+    pub copy_gbps: f64,
+    pub gemm_gflops: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub batch_size: usize,
+    pub timing: String,
+    pub ceilings: Ceilings,
+    pub kernels: Vec<KernelRow>,
+    pub train_step: StepRow,
+}
+
+/// Times a list of dispatches: GPU timestamps around each repetition inside one pass when the
+/// adapter allows, else wall clock over all repetitions. Returns the median in milliseconds.
+struct Timer<'g> {
+    gpu: &'g Gpu,
+    timestamps: bool,
+    reps: usize,
+}
+
+impl Timer<'_> {
+    fn median_ms(&self, dispatches: &[&Dispatch]) -> Result<f64, String> {
+        let g = self.gpu;
+        // Warm-up: the first dispatch of a pipeline compiles it on some drivers.
+        crate::kernels::run_all(g, dispatches);
+        g.wait_idle()?;
+        if self.timestamps {
+            let n = (2 * self.reps) as u32;
+            let qs = g.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("bench"), ty: wgpu::QueryType::Timestamp, count: n });
+            let resolve = g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bench timestamps"),
+                size: n as u64 * 8,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = g.storage("bench timestamps copy", 2 * n as usize);
+            let mut enc = g.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for r in 0..self.reps as u32 {
+                    pass.write_timestamp(&qs, 2 * r);
+                    for d in dispatches {
+                        d.record(&mut pass, 0);
+                    }
+                    pass.write_timestamp(&qs, 2 * r + 1);
+                }
+            }
+            enc.resolve_query_set(&qs, 0..n, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n as u64 * 8);
+            g.queue.submit([enc.finish()]);
+            let ticks: Vec<u64> = g.read_words::<u32>(&read, 0, 2 * n as usize)?.chunks_exact(2).map(|w| w[0] as u64 | (w[1] as u64) << 32).collect();
+            let period = g.queue.get_timestamp_period() as f64;
+            let mut ms: Vec<f64> = ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e6).collect();
+            Ok(median(&mut ms))
+        } else {
+            let mut ms = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let mut enc = g.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    for _ in 0..self.reps {
+                        for d in dispatches {
+                            d.record(&mut pass, 0);
+                        }
+                    }
+                }
+                g.queue.submit([enc.finish()]);
+                g.wait_idle()?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3 / self.reps as f64);
+            }
+            Ok(median(&mut ms))
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Worst |got - want| relative to max |want|.
+fn rel_error(got: &[f32], want: &[f32]) -> f64 {
+    let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-30);
+    got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale
+}
+
+const COPY_WGSL: &str = r#"
+@group(0) @binding(0) var<uniform> n: vec4<u32>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i < n.x) { dst[i] = src[i]; }
+}
+"#;
+
+/// FLOPs and bytes moved by one stage at batch `b`.
+fn cost(name: &str, b: usize, cin: usize, arena_words: usize) -> (f64, f64) {
+    let f = |x: usize| x as f64;
+    let conv = |s: crate::kernels::conv2d_forward::ConvShape| (f(2 * s.output_len() * s.cin * s.kh * s.kw), s);
+    let (c1, c2) = (conv1_shape(b, cin), conv2_shape(b));
+    let (p1, p2) = (pool1_shape(b), pool2_shape(b));
+    let fc = |i: usize| (FC[i].0, FC[i].1);
+    match name {
+        "prepare_batch" => (f(3 * b * cin * 1024), f(b * cin * 1024 + 4 * b * cin * 1024 + 8 * b)),
+        "conv1_forward" => (conv(c1).0, f(4 * (c1.input_len() + c1.weight_len() + c1.output_len()))),
+        "conv2_forward" => (conv(c2).0, f(4 * (c2.input_len() + c2.weight_len() + c2.output_len()))),
+        "pool1_forward" => (f(3 * p1.output_len()), f(4 * (p1.input_len() + 2 * p1.output_len()))),
+        "pool2_forward" => (f(3 * p2.output_len()), f(4 * (p2.input_len() + 2 * p2.output_len()))),
+        "softmax_cross_entropy" => (f(6 * b * CLASSES), f(4 * (2 * b * CLASSES + b))),
+        "pool2_backward" => (f(p2.input_len()), f(4 * (3 * p2.input_len() + 2 * p2.output_len()))),
+        "pool1_backward" => (f(p1.input_len()), f(4 * (3 * p1.input_len() + 2 * p1.output_len()))),
+        "conv2_backward_weight" => (conv(c2).0 + f(c2.output_len()), f(4 * (c2.output_len() + c2.input_len() + c2.weight_len()))),
+        "conv1_backward_weight" => (conv(c1).0 + f(c1.output_len()), f(4 * (c1.output_len() + c1.input_len() + c1.weight_len()))),
+        "conv2_backward_input" => (conv(c2).0, f(4 * (c2.output_len() + c2.weight_len() + c2.input_len()))),
+        "sgd_momentum" => (f(4 * arena_words), f(4 * 5 * arena_words)),
+        other => {
+            // fcN_forward / fcN_weight_grad / fcN_input_grad / fcN_bias_grad
+            let layer = other.as_bytes()[2] as usize - b'1' as usize;
+            let (k, n) = fc(layer);
+            if other.ends_with("bias_grad") {
+                (f(b * n), f(4 * (b * n + n)))
+            } else {
+                (f(2 * b * n * k), f(4 * (b * k + n * k + b * n)))
+            }
+        }
+    }
+}
+
+/// Runs the benchmark. `only` restricts the per-kernel rows to names containing it.
+pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String> {
+    if batch == 0 {
+        return Err("--batch-size: must be at least 1".into());
+    }
+    let cin = 3;
+    let timestamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    let timer = Timer { gpu, timestamps, reps: 21 };
+    let kernels = LenetKernels::new(gpu, cin);
+    let net = Lenet::new(gpu, cin);
+    let weights = init_weights(&net, 0);
+    net.upload(gpu, &weights, None);
+    // Enough synthetic images for a few distinct steps.
+    let steps = 4;
+    let ds = synthetic::generate(1, steps * batch, 1);
+    let split = GpuSplit::upload(gpu, &ds, &ds.train, "bench data")?;
+    let prep = PrepareBatch::new(gpu, &split);
+    let perm: Vec<u32> = (0..(steps * batch) as u32).collect();
+    let perm_buf = gpu.storage_from("bench permutation", &perm);
+    let table = StepTable::sequential(gpu, steps, batch);
+    let metrics = gpu.storage("bench metrics", steps * METRICS_WORDS);
+    let preds = gpu.storage("bench predictions", steps * batch);
+    let (lr, momentum) = (0.001, 0.9);
+    let mut sched = Schedule::new(gpu, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
+    let prepare = prep.bind(gpu, &split, &View::whole(&perm_buf), &table, batch, &View::whole(&sched.acts.x), &View::whole(&sched.acts.labels));
+
+    // Correctness: one step, everything but the optimizer, against the CPU reference.
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        prepare.record(&mut pass, 0);
+        for st in sched.forward.iter().chain(&sched.backward[..sched.backward.len() - 1]) {
+            st.record(&mut pass, 0);
+        }
+    }
+    gpu.queue.submit([enc.finish()]);
+    let read = |buf: &wgpu::Buffer, n: usize| gpu.read_words::<f32>(buf, 0, n);
+    let (x_ref, labels_ref) = prepare_batch::reference(&ds, &ds.train, &perm, 0, batch);
+    let want = reference::forward_backward(&net.arena, cin, &weights, &x_ref, &labels_ref, batch);
+    let grads = net.download_grads(gpu)?;
+    let a = &sched.acts;
+    let act_check = |buf: &wgpu::Buffer, name: &str| -> Result<f64, String> {
+        let r = want.act(name);
+        Ok(rel_error(&read(buf, r.len())?, r))
+    };
+    let grad_check = |layer: &str, bias_only: bool, weight_only: bool| -> f64 {
+        let mut e = 0f64;
+        for (suffix, skip) in [("weight", bias_only), ("bias", weight_only)] {
+            if !skip {
+                let n = format!("{layer}.{suffix}");
+                e = e.max(rel_error(net.arena.slice(&grads, &n), net.arena.slice(&want.grads, &n)));
+            }
+        }
+        e
+    };
+    let mut errors: Vec<(String, f64)> = vec![("prepare_batch".into(), rel_error(&read(&a.x, x_ref.len())?, &x_ref))];
+    for (stage, buf, name) in [
+        ("conv1_forward", &a.a1, "a1"),
+        ("pool1_forward", &a.p1, "p1"),
+        ("conv2_forward", &a.a2, "a2"),
+        ("pool2_forward", &a.p2, "p2"),
+        ("fc1_forward", &a.a3, "a3"),
+        ("fc2_forward", &a.a4, "a4"),
+        ("fc3_forward", &a.logits, "logits"),
+        ("softmax_cross_entropy", &a.d_logits, "d_logits"),
+        ("fc3_input_grad", &a.d_a4, "d_a4"),
+        ("fc2_input_grad", &a.d_a3, "d_a3"),
+        ("fc1_input_grad", &a.d_p2, "d_p2"),
+        ("pool2_backward", &a.d_a2, "d_a2"),
+        ("conv2_backward_input", &a.d_p1, "d_p1"),
+        ("pool1_backward", &a.d_a1, "d_a1"),
+    ] {
+        errors.push((stage.into(), act_check(buf, name)?));
+    }
+    for l in ["fc1", "fc2", "fc3"] {
+        errors.push((format!("{l}_weight_grad"), grad_check(l, false, true)));
+        errors.push((format!("{l}_bias_grad"), grad_check(l, true, false)));
+    }
+    errors.push(("conv2_backward_weight".into(), grad_check("conv2", false, false)));
+    errors.push(("conv1_backward_weight".into(), grad_check("conv1", false, false)));
+    // The optimizer on top of the checked gradients.
+    let sgd = sched.backward.last().expect("sgd stage");
+    crate::kernels::run_all(gpu, &sgd.dispatches.iter().collect::<Vec<_>>());
+    let (mut w_ref, mut v_ref) = (weights.clone(), vec![0f32; weights.len()]);
+    sgd_momentum::reference(lr, momentum, &grads, &mut w_ref, &mut v_ref);
+    errors.push(("sgd_momentum".into(), rel_error(&net.download_weights(gpu)?, &w_ref)));
+
+    // Ceilings.
+    let copy_words = 8 << 20; // 32 MiB each way
+    let (src, dst) = (gpu.storage("copy src", copy_words), gpu.storage("copy dst", copy_words));
+    let copy_k = Kernel::new(gpu, "copy_vec4", COPY_WGSL, "main", &[Slot::Uniform, Slot::Read, Slot::ReadWrite]);
+    let n4 = gpu.uniform("copy n", &[(copy_words / 4) as u32, 0, 0, 0]);
+    let copy = copy_k.bind(gpu, &[n4.as_entire_binding(), View::whole(&src).resource(), View::whole(&dst).resource()], crate::kernels::grid_1d(copy_words / 4));
+    let copy_ms = Timer { reps: 5, ..timer }.median_ms(&[&copy])?;
+    let copy_gbps = (2 * 4 * copy_words) as f64 / copy_ms / 1e6;
+    let (m, n, k) = (512, 512, 512);
+    let mut abuf = vec![0f32; m * k + (gemm::A_SLACK_BYTES / 4) as usize];
+    abuf.iter_mut().enumerate().for_each(|(i, v)| *v = ((i % 7) as f32 - 3.0) * 0.1);
+    let (ga, gb, gc) = (gpu.storage_from("gemm a", &abuf), gpu.storage_from("gemm b", &vec![0.5f32; n * k]), gpu.storage("gemm c", m * n));
+    let gemm_ds = kernels.gemm.bind(gpu, Product::Forward, (m, n, k), Epilogue::default(), &View::whole(&ga), &View::whole(&gb), &View::whole(&gb), &View::whole(&gb), &View::whole(&gc));
+    let gemm_ms = Timer { reps: 3, ..timer }.median_ms(&gemm_ds.iter().collect::<Vec<_>>())?;
+    let gemm_gflops = (2 * m * n * k) as f64 / gemm_ms / 1e6;
+
+    // Per-kernel times.
+    let tol = 1e-4;
+    let mut stages: Vec<(&str, Vec<&Dispatch>)> = vec![("prepare_batch", vec![&prepare])];
+    for st in sched.forward.iter().chain(&sched.backward) {
+        stages.push((st.name, st.dispatches.iter().collect()));
+    }
+    let mut rows = Vec::new();
+    for (name, ds) in &stages {
+        let err = errors.iter().find(|(n, _)| n == name).map(|e| e.1).unwrap_or(f64::NAN);
+        // NaN (no check found) counts as wrong.
+        let correct = err <= tol;
+        let check = if correct { format!("ok (max rel. error {err:.1e})") } else { format!("WRONG: max rel. error {err:.1e} > {tol:.0e}") };
+        let selected = only.map(|o| name.contains(o)).unwrap_or(true);
+        let ms = if correct && selected { Some(timer.median_ms(ds)?) } else { None };
+        let (flops, bytes) = cost(name, batch, cin, net.arena.words);
+        let gflops = ms.map(|t| flops / t / 1e6);
+        let gbps = ms.map(|t| bytes / t / 1e6);
+        let of_ceiling = match (gflops, gbps) {
+            (Some(f), Some(b)) => Some((f / gemm_gflops).max(b / copy_gbps)),
+            _ => None,
+        };
+        if selected || !correct {
+            rows.push(KernelRow { name: name.to_string(), ms, gflops, gbps, share: None, of_ceiling, correct, check });
+        }
+    }
+    let total: f64 = rows.iter().filter_map(|r| r.ms).sum();
+    if only.is_none() {
+        for r in &mut rows {
+            r.share = r.ms.map(|t| t / total);
+        }
+    }
+
+    // The whole step: many steps in one pass and one submit, wall clock.
+    sched.prepare = Some(prepare);
+    let step_ms = {
+        let mut v = Vec::new();
+        let per_submit = 16;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for s in 0..per_submit {
+                    sched.record_train_step(&mut pass, table.offset(s % steps));
+                }
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait_idle()?;
+            v.push(t.elapsed().as_secs_f64() * 1e3 / per_submit as f64);
+        }
+        median(&mut v)
+    };
+    let cifar_steps = 50_000usize.div_ceil(batch);
+    Ok(Report {
+        adapter: gpu.describe(),
+        batch_size: batch,
+        timing: if timestamps { "gpu-timestamps" } else { "wall-clock" }.into(),
+        ceilings: Ceilings { copy_gbps, gemm_gflops },
+        kernels: rows,
+        train_step: StepRow {
+            ms: step_ms,
+            images_per_sec: batch as f64 * 1e3 / step_ms,
+            dispatches: sched.dispatches_per_step(),
+            submits_per_epoch: cifar_steps.div_ceil(group_size(cifar_steps)),
+        },
+    })
+}
+
+/// The human-readable table.
+pub fn print(r: &Report) {
+    println!("adapter: {}   batch: {}   timing: {}", r.adapter, r.batch_size, r.timing);
+    println!(
+        "ceilings: copy kernel (vec4) {:.2} GB/s, best GEMM (512^3) {:.2} GFLOP/s",
+        r.ceilings.copy_gbps, r.ceilings.gemm_gflops
+    );
+    println!("{:<24} {:>9} {:>9} {:>8} {:>7} {:>10}  check", "kernel", "ms", "GFLOP/s", "GB/s", "share", "of ceiling");
+    let opt = |v: Option<f64>, w: usize, p: usize| v.map(|x| format!("{x:>w$.p$}")).unwrap_or_else(|| format!("{:>w$}", "-"));
+    for k in &r.kernels {
+        println!(
+            "{:<24} {} {} {} {} {}  {}",
+            k.name,
+            opt(k.ms, 9, 3),
+            opt(k.gflops, 9, 2),
+            opt(k.gbps, 8, 2),
+            opt(k.share.map(|s| 100.0 * s), 6, 1) + "%",
+            opt(k.of_ceiling.map(|s| 100.0 * s), 9, 1) + "%",
+            k.check
+        );
+    }
+    let s = &r.train_step;
+    println!(
+        "train step: {:.3} ms per step, {:.0} images/s, {} dispatches per step, {} submits per CIFAR-10 epoch",
+        s.ms, s.images_per_sec, s.dispatches, s.submits_per_epoch
+    );
+}
