@@ -70,6 +70,16 @@ enum Command {
         /// Start from these weights (safetensors) instead of the random initialisation.
         #[arg(long)]
         init: Option<PathBuf>,
+        /// After every epoch write DIR/last.safetensors (weights, momentum, progress; resumable)
+        /// and DIR/best.safetensors (the best test accuracy so far), atomically.
+        #[arg(long, value_name = "DIR")]
+        checkpoint_dir: Option<PathBuf>,
+        /// Continue from DIR/last.safetensors (written by --checkpoint-dir) up to --epochs.
+        #[arg(long, value_name = "DIR", conflicts_with = "init")]
+        resume: Option<PathBuf>,
+        /// With --resume: continue even if the flags' hyperparameters differ from the checkpoint's.
+        #[arg(long, requires = "resume")]
+        allow_changed_hyperparameters: bool,
     },
     /// Evaluate a checkpoint on the test split: loss, accuracy, per-class accuracy.
     Eval {
@@ -115,6 +125,19 @@ fn load_data(d: &DataArgs, seed: u64) -> Result<data::Dataset, String> {
     data::load(&DataOptions { kind: d.dataset, dir: d.data.clone(), download: !d.no_download, seed })
 }
 
+/// First Ctrl-C or SIGTERM: let the submitted GPU work finish, checkpoint, exit with a line
+/// saying how to resume. A second one exits at once.
+fn install_interrupt_handler() {
+    use std::sync::atomic::Ordering;
+    let _ = ctrlc::set_handler(|| {
+        if train::INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the submitted steps and writing a checkpoint (press Ctrl-C again to exit at once)");
+    });
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Adapters => {
@@ -127,7 +150,22 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Train { adapter, data, epochs, batch_size, lr, momentum, seed, no_shuffle, metrics, save, init } => {
+        Command::Train {
+            adapter,
+            data,
+            epochs,
+            batch_size,
+            lr,
+            momentum,
+            seed,
+            no_shuffle,
+            metrics,
+            save,
+            init,
+            checkpoint_dir,
+            resume,
+            allow_changed_hyperparameters,
+        } => {
             let cfg = TrainConfig {
                 epochs,
                 batch_size,
@@ -139,7 +177,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 save,
                 init,
                 progress: true,
+                checkpoint_dir,
+                resume,
+                allow_changed_hyperparameters,
             };
+            install_interrupt_handler();
             // Cheap checks first: no data loading or GPU start-up for a bad flag.
             if cfg.epochs == 0 {
                 return Err("--epochs: must be at least 1".into());
@@ -219,7 +261,11 @@ fn real_main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -28,6 +28,33 @@ pub struct TrainConfig {
     pub init: Option<PathBuf>,
     /// Show a progress bar (only when stdout is a terminal).
     pub progress: bool,
+    /// Write `last.safetensors` (resumable) and `best.safetensors` here after every epoch.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from `DIR/last.safetensors` (and keep checkpointing into DIR).
+    pub resume: Option<PathBuf>,
+    /// Resume even when the checkpoint's hyperparameters differ from the flags.
+    pub allow_changed_hyperparameters: bool,
+}
+
+impl TrainConfig {
+    /// The configuration with the defaults of the `train` command.
+    pub fn new(epochs: usize) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch_size: 64,
+            lr: 0.001,
+            momentum: 0.9,
+            seed: 0,
+            shuffle: true,
+            metrics: None,
+            save: None,
+            init: None,
+            progress: true,
+            checkpoint_dir: None,
+            resume: None,
+            allow_changed_hyperparameters: false,
+        }
+    }
 }
 
 /// PyTorch's default initialisation for Conv2d and Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -101,9 +128,19 @@ impl Walk {
     }
 }
 
+/// Set by the first Ctrl-C or SIGTERM (see `main`): training stops submitting steps, finishes
+/// what the GPU has, writes a checkpoint and exits.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Sums of metrics rows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Totals {
+    /// Steps whose rows were added (fewer than asked when interrupted).
+    pub steps: usize,
     pub loss_sum: f64,
     pub correct: f64,
     pub count: f64,
@@ -114,6 +151,7 @@ pub struct Totals {
 impl Totals {
     fn add_rows(&mut self, first_step: usize, rows: &[f32]) {
         for (i, r) in rows.chunks_exact(METRICS_WORDS).enumerate() {
+            self.steps += 1;
             self.loss_sum += r[0] as f64;
             self.correct += r[1] as f64;
             self.count += r[2] as f64;
@@ -241,6 +279,9 @@ impl<'g> Engine<'g> {
         let mut step = steps.start;
         let last = steps.end.min(walk.steps);
         while step < last {
+            if train && interrupted() {
+                break;
+            }
             let end = (step + g).min(last);
             let mut enc = self.gpu.device.create_command_encoder(&Default::default());
             {
@@ -368,7 +409,78 @@ fn checkpoint_metadata(cfg: &TrainConfig, ds: &Dataset, epoch: usize) -> HashMap
         ("momentum".to_string(), cfg.momentum.to_string()),
         ("batch_size".to_string(), cfg.batch_size.to_string()),
         ("seed".to_string(), cfg.seed.to_string()),
+        ("shuffle".to_string(), cfg.shuffle.to_string()),
     ])
+}
+
+/// Where training stands, as `last.safetensors` records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// Whole epochs done.
+    pub epochs_done: usize,
+    /// Steps done of epoch `epochs_done + 1` (an interrupt mid-epoch), else 0.
+    pub step: usize,
+    /// The shuffle generator's state before drawing epoch `epochs_done + 1`'s order.
+    pub shuffle_rng: u64,
+    pub best_test_accuracy: f64,
+}
+
+/// The hyperparameters a resume must keep, as (metadata key, flag, value).
+fn hyperparameters(cfg: &TrainConfig, ds: &Dataset) -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("lr", "--lr", cfg.lr.to_string()),
+        ("momentum", "--momentum", cfg.momentum.to_string()),
+        ("batch_size", "--batch-size", cfg.batch_size.to_string()),
+        ("seed", "--seed", cfg.seed.to_string()),
+        ("shuffle", "--no-shuffle", cfg.shuffle.to_string()),
+        ("dataset", "--dataset", ds.name.clone()),
+    ]
+}
+
+fn write_resumable(dir: &std::path::Path, engine: &Engine, cfg: &TrainConfig, p: &Progress) -> Result<(), String> {
+    let ds = &engine.dataset;
+    let mut meta = checkpoint_metadata(cfg, ds, p.epochs_done);
+    meta.insert("step".into(), p.step.to_string());
+    meta.insert("shuffle_rng".into(), p.shuffle_rng.to_string());
+    meta.insert("best_test_accuracy".into(), p.best_test_accuracy.to_string());
+    let w = engine.net.download_weights(engine.gpu)?;
+    let v = engine.net.download_velocity(engine.gpu)?;
+    checkpoint::save(&dir.join("last.safetensors"), &engine.net.arena, &w, Some(&v), meta)
+}
+
+/// Loads `DIR/last.safetensors` for `--resume`, checking it against the flags.
+fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align: u64) -> Result<(checkpoint::Loaded, Progress), String> {
+    let path = dir.join("last.safetensors");
+    if !path.exists() {
+        return Err(format!("--resume {}: no last.safetensors there (written by --checkpoint-dir after each epoch)", dir.display()));
+    }
+    let l = checkpoint::load(&path, align)?;
+    let name = path.display();
+    let get = |k: &str| l.metadata.get(k).cloned().ok_or_else(|| format!("{name}: metadata field {k} is missing; not a resumable gpu-lenet checkpoint"));
+    let num = |k: &str| -> Result<u64, String> { get(k)?.parse::<u64>().map_err(|_| format!("{name}: metadata field {k} is not a whole number")) };
+    if l.momentum.is_none() {
+        return Err(format!("{name}: holds no momentum.* tensors; not a resumable checkpoint (use --init to start from its weights)"));
+    }
+    let mut differ = Vec::new();
+    for (key, flag, now) in hyperparameters(cfg, ds) {
+        let then = get(key)?;
+        if then != now {
+            differ.push(format!("{flag}: checkpoint {key}={then}, now {now}"));
+        }
+    }
+    if !differ.is_empty() && !cfg.allow_changed_hyperparameters {
+        return Err(format!(
+            "--resume {}: hyperparameters differ from the checkpoint's ({}); pass the same flags, or --allow-changed-hyperparameters to continue with the new ones",
+            dir.display(),
+            differ.join("; ")
+        ));
+    }
+    if l.in_channels != ds.channels {
+        return Err(format!("{name}: conv1.weight has {} input channel(s) but the {} data set has {}", l.in_channels, ds.name, ds.channels));
+    }
+    let best = get("best_test_accuracy")?.parse::<f64>().map_err(|_| format!("{name}: metadata field best_test_accuracy is not a number"))?;
+    let progress = Progress { epochs_done: num("epoch")? as usize, step: num("step")? as usize, shuffle_rng: num("shuffle_rng")?, best_test_accuracy: best };
+    Ok((l, progress))
 }
 
 /// The whole `train` command. Returns the per-epoch reports.
@@ -404,14 +516,39 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         }
         None => None,
     };
+    let checkpoint_dir = cfg.checkpoint_dir.clone().or_else(|| cfg.resume.clone());
+    if let Some(d) = &checkpoint_dir {
+        std::fs::create_dir_all(d).map_err(|e| format!("--checkpoint-dir {}: cannot create: {e}", d.display()))?;
+        check_writable("--checkpoint-dir", &d.join("last.safetensors"))?;
+    }
+    let resumed = match &cfg.resume {
+        Some(dir) => Some(load_resumable(dir, cfg, &ds, gpu.storage_alignment())?),
+        None => None,
+    };
     let started = Instant::now();
     let engine = Engine::new(gpu, ds, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
     let ds = &engine.dataset;
-    let weights = match &init {
-        Some(l) => l.weights.clone(),
-        None => init_weights(&engine.net, cfg.seed),
-    };
-    engine.upload_weights(&weights, None);
+    let mut progress = Progress { epochs_done: 0, step: 0, shuffle_rng: Rng::for_purpose(cfg.seed, "shuffle").state, best_test_accuracy: -1.0 };
+    match (&resumed, &init) {
+        (Some((l, p)), _) => {
+            engine.upload_weights(&l.weights, l.momentum.as_deref());
+            progress = p.clone();
+            if progress.epochs_done >= cfg.epochs {
+                return Err(format!(
+                    "--resume: the checkpoint has already trained {} epoch(s); pass --epochs larger than that to train more",
+                    progress.epochs_done
+                ));
+            }
+            println!(
+                "Resuming from {} after epoch {}{}",
+                cfg.resume.as_ref().map(|d| d.join("last.safetensors").display().to_string()).unwrap_or_default(),
+                progress.epochs_done,
+                if progress.step > 0 { format!(" and {} step(s) of epoch {}", progress.step, progress.epochs_done + 1) } else { String::new() }
+            );
+        }
+        (None, Some(l)) => engine.upload_weights(&l.weights, None),
+        (None, None) => engine.upload_weights(&init_weights(&engine.net, cfg.seed), None),
+    }
     println!(
         "Training LeNet-5 on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}, {} dispatches per step, {} submits per epoch",
         ds.name,
@@ -426,14 +563,17 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         engine.dispatches_per_step(),
         engine.submits_per_epoch()
     );
-    let mut shuffle_rng = Rng::for_purpose(cfg.seed, "shuffle");
     let n = ds.train.len();
     let steps = engine.train_steps_per_epoch();
     let show = cfg.progress && std::io::stdout().is_terminal();
     let mut reports = Vec::new();
     let mut first_step_logged = false;
-    for epoch in 1..=cfg.epochs {
+    for epoch in progress.epochs_done + 1..=cfg.epochs {
+        // The order of this epoch comes from the generator's state before it, which is what a
+        // checkpoint records, so a resumed run draws the same order.
+        let mut shuffle_rng = Rng { state: progress.shuffle_rng };
         let order: Vec<u32> = if cfg.shuffle { shuffle_rng.permutation(n) } else { (0..n as u32).collect() };
+        let first_step = std::mem::take(&mut progress.step);
         let bar = if show {
             let b = indicatif::ProgressBar::new(steps as u64);
             b.set_style(
@@ -447,7 +587,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             indicatif::ProgressBar::hidden()
         };
         let t0 = Instant::now();
-        let totals = engine.train_epoch(&order, &mut |t, done| {
+        let totals = engine.train_steps(&order, first_step..steps, &mut |t, done| {
             if !first_step_logged {
                 first_step_logged = true;
                 if std::env::var_os("GPU_LENET_LOG_STARTUP").is_some() {
@@ -460,20 +600,38 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         let train_secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if let Some(s) = totals.first_non_finite {
+            let kept = match (&cfg.save, &checkpoint_dir) {
+                (None, None) => "",
+                _ => "; the last checkpoint written (if any) was kept",
+            };
             return Err(format!(
-                "training diverged: the loss became non-finite at epoch {epoch}, step {} of {steps}; try a lower --lr (now {}){}",
+                "training diverged: the loss became non-finite at epoch {epoch}, step {} of {steps}; try a lower --lr (now {}){kept}",
                 s + 1,
-                cfg.lr,
-                if cfg.save.is_some() { "; the last saved checkpoint was kept" } else { "" }
+                cfg.lr
             ));
         }
+        let done = first_step + totals.steps;
+        if done < steps {
+            // Interrupted: the GPU work submitted so far has finished.
+            progress.step = done;
+            let hint = match &checkpoint_dir {
+                Some(d) => {
+                    write_resumable(d, &engine, cfg, &progress)?;
+                    format!("checkpoint written; continue with: gpu-lenet train --resume {} (and the same flags)", d.display())
+                }
+                None => "no --checkpoint-dir was given, so nothing was saved".to_string(),
+            };
+            return Err(format!("interrupted at epoch {epoch}, step {done} of {steps}; {hint}"));
+        }
+        progress.shuffle_rng = shuffle_rng.state;
+        progress.epochs_done = epoch;
         let (test, preds) = engine.evaluate(epoch == cfg.epochs)?;
         let report = EpochReport {
             epoch,
             train_loss: totals.mean_loss(),
             test_loss: test.mean_loss(),
             test_accuracy: test.accuracy(),
-            images_per_sec: n as f64 / train_secs,
+            images_per_sec: (totals.steps * cfg.batch_size).min(n) as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
         };
         println!(
@@ -497,6 +655,16 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         if let Some(p) = &cfg.save {
             let w = engine.net.download_weights(gpu)?;
             checkpoint::save(p, &engine.net.arena, &w, None, checkpoint_metadata(cfg, ds, epoch))?;
+        }
+        if let Some(d) = &checkpoint_dir {
+            if report.test_accuracy > progress.best_test_accuracy {
+                progress.best_test_accuracy = report.test_accuracy;
+                let w = engine.net.download_weights(gpu)?;
+                let mut meta = checkpoint_metadata(cfg, ds, epoch);
+                meta.insert("test_accuracy".into(), report.test_accuracy.to_string());
+                checkpoint::save(&d.join("best.safetensors"), &engine.net.arena, &w, None, meta)?;
+            }
+            write_resumable(d, &engine, cfg, &progress)?;
         }
         reports.push(report);
         if epoch == cfg.epochs {
