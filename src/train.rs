@@ -223,6 +223,7 @@ impl<'g> Engine<'g> {
             None
         };
         let test = Walk::new(gpu, &kernels, &net, &dataset, &dataset.test, "test set", batch_size, lr, momentum)?;
+        gpu.check()?;
         let max_rows = [train.as_ref().map(|w| w.steps).unwrap_or(0), test.steps].into_iter().map(group_size).max().unwrap_or(1);
         let staging = [0, 1].map(|i| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -259,6 +260,7 @@ impl<'g> Engine<'g> {
             Some(Err(e)) => return Err(format!("GPU error reading metrics: {e}")),
             None => return Err("GPU device lost while reading metrics".into()),
         }
+        self.gpu.check()?;
         let buf = &self.staging[p.slot];
         let bytes = (p.rows * METRICS_WORDS * 4) as u64;
         let rows = {

@@ -25,7 +25,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, String> {
 
 /// Reads a file, inflating it when it is gzip'd (by its magic bytes, not its name).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, String> {
-    let raw = read_file(path)?;
+    maybe_gunzip(path, read_file(path)?)
+}
+
+/// Inflates `raw` when it starts with gzip's magic bytes; `path` names it in errors.
+pub fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, String> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..])

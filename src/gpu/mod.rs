@@ -140,6 +140,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// The first device error (validation, out of memory, device lost), recorded instead of
+    /// panicking so the command can end with one clear line; see [`Gpu::check`].
+    errors: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -197,7 +200,36 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| format!("could not open a device on '{}': {e}", info.name))?;
-        Ok(Gpu { device, queue, info, features, limits })
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let record = |slot: &std::sync::Arc<std::sync::Mutex<Option<String>>>, msg: String| {
+            if let Ok(mut e) = slot.lock() {
+                e.get_or_insert(msg);
+            }
+        };
+        let e1 = errors.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            let msg = match &e {
+                wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory (try a smaller --batch-size)".to_string(),
+                other => format!("GPU error: {}", other.to_string().lines().next().unwrap_or("unknown")),
+            };
+            record(&e1, msg);
+        }));
+        let e2 = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                record(&e2, format!("the GPU device was lost ({reason:?}: {msg})"));
+            }
+        });
+        Ok(Gpu { device, queue, info, features, limits, errors })
+    }
+
+    /// Err with the first device error recorded so far (out of memory, device lost, a
+    /// validation error), so callers can stop cleanly instead of computing garbage.
+    pub fn check(&self) -> Result<(), String> {
+        match self.errors.lock().ok().and_then(|e| e.clone()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// A one-line description of the adapter in use.
@@ -280,9 +312,10 @@ impl Gpu {
             .map_err(|e| format!("GPU device error while reading back results: {e}"))?;
         match pollster::block_on(rx.receive()) {
             Some(Ok(())) => {}
-            Some(Err(e)) => return Err(format!("GPU readback failed: {e}")),
-            None => return Err("GPU readback was cancelled (device lost?)".into()),
+            Some(Err(e)) => return Err(self.check().err().unwrap_or(format!("GPU readback failed: {e}"))),
+            None => return Err(self.check().err().unwrap_or("GPU readback was cancelled (device lost?)".into())),
         }
+        self.check()?;
         let view = slice
             .get_mapped_range()
             .map_err(|e| format!("GPU readback failed: {e:?}"))?;
