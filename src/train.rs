@@ -254,7 +254,7 @@ impl<'g> Engine<'g> {
         self.gpu
             .device
             .poll(wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None })
-            .map_err(|e| format!("GPU error while training: {e}"))?;
+            .map_err(|e| self.gpu.check().err().unwrap_or(format!("the GPU stopped executing work (device lost?): {e}")))?;
         match pollster::block_on(p.rx.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(format!("GPU error reading metrics: {e}")),
@@ -570,7 +570,12 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
     let show = cfg.progress && std::io::stdout().is_terminal();
     let mut reports = Vec::new();
     let mut first_step_logged = false;
+    // Test hook for the GPU-fault path: destroy the device after this many epochs.
+    let destroy_after: Option<usize> = std::env::var("GPU_LENET_TEST_LOSE_DEVICE_AFTER_EPOCH").ok().and_then(|v| v.parse().ok());
     for epoch in progress.epochs_done + 1..=cfg.epochs {
+        if destroy_after.is_some_and(|n| epoch == n + 1) {
+            gpu.device.destroy();
+        }
         // The order of this epoch comes from the generator's state before it, which is what a
         // checkpoint records, so a resumed run draws the same order.
         let mut shuffle_rng = Rng { state: progress.shuffle_rng };
@@ -589,6 +594,15 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             indicatif::ProgressBar::hidden()
         };
         let t0 = Instant::now();
+        // A GPU fault (device lost, out of memory) ends the run; completed epochs' checkpoints
+        // were written atomically before, so they are intact.
+        let saved_epochs = progress.epochs_done;
+        let intact = |e: String| match &checkpoint_dir {
+            Some(d) if saved_epochs > 0 => {
+                format!("{e}; the checkpoint of epoch {saved_epochs} ({}) is intact", d.join("last.safetensors").display())
+            }
+            _ => e,
+        };
         let totals = engine.train_steps(&order, first_step..steps, &mut |t, done| {
             if !first_step_logged {
                 first_step_logged = true;
@@ -598,7 +612,8 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             }
             bar.set_position(done as u64);
             bar.set_message(format!("loss {:.4}", t.mean_loss()));
-        })?;
+        })
+        .map_err(intact)?;
         let train_secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if let Some(s) = totals.first_non_finite {
@@ -627,7 +642,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         }
         progress.shuffle_rng = shuffle_rng.state;
         progress.epochs_done = epoch;
-        let (test, preds) = engine.evaluate(epoch == cfg.epochs)?;
+        let (test, preds) = engine.evaluate(epoch == cfg.epochs).map_err(intact)?;
         let report = EpochReport {
             epoch,
             train_loss: totals.mean_loss(),

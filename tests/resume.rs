@@ -129,3 +129,24 @@ fn the_same_seed_gives_bit_identical_weights() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+#[test]
+fn a_lost_device_ends_with_one_line_and_the_last_epoch_checkpoint_intact() {
+    let data = fixture_data();
+    let d = temp_dir("lost");
+    let o = Command::new(env!("CARGO_BIN_EXE_gpu-lenet"))
+        .args(["train", "--dataset", "cifar10", "--data", &data, "--epochs", "3", "--checkpoint-dir", d.to_str().unwrap()])
+        .env("GPU_LENET_TEST_LOSE_DEVICE_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("GPU") && errors[0].contains("checkpoint of epoch 1") && errors[0].contains("intact"), "{}", errors[0]);
+    let l = checkpoint::load(&d.join("last.safetensors"), 4).unwrap();
+    assert_eq!(l.metadata["epoch"], "1");
+    // And training continues from it on a fresh device.
+    let (ok, out, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "2", "--resume", d.to_str().unwrap()]);
+    assert!(ok && out.contains("Epoch 2, Loss: "), "{err}");
+}

@@ -216,9 +216,7 @@ impl Gpu {
         }));
         let e2 = errors.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                record(&e2, format!("the GPU device was lost ({reason:?}: {msg})"));
-            }
+            record(&e2, format!("the GPU device was lost ({reason:?}{}{msg})", if msg.is_empty() { "" } else { ": " }));
         });
         Ok(Gpu { device, queue, info, features, limits, errors })
     }
