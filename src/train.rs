@@ -450,6 +450,27 @@ fn write_resumable(dir: &std::path::Path, engine: &Engine, cfg: &TrainConfig, p:
     checkpoint::save(&dir.join("last.safetensors"), &engine.net.arena, &w, Some(&v), meta)
 }
 
+/// Parses a resumable checkpoint's metadata (`name` is the file, for errors): the progress
+/// fields, and the presence of every hyperparameter a resume compares.
+pub fn progress_from_metadata(name: &str, meta: &HashMap<String, String>) -> Result<Progress, String> {
+    let get = |k: &str| meta.get(k).ok_or_else(|| format!("{name}: metadata field {k} is missing; not a resumable gpu-lenet checkpoint"));
+    let num = |k: &str| -> Result<u64, String> {
+        get(k)?.trim().parse::<u64>().map_err(|_| format!("{name}: metadata field {k} is not a whole number"))
+    };
+    for k in ["lr", "momentum", "batch_size", "seed", "shuffle", "dataset"] {
+        get(k)?;
+    }
+    let best = get("best_test_accuracy")?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("{name}: metadata field best_test_accuracy is not a number"))?;
+    let epochs_done = usize::try_from(num("epoch")?).map_err(|_| format!("{name}: metadata field epoch is too large"))?;
+    let step = usize::try_from(num("step")?).map_err(|_| format!("{name}: metadata field step is too large"))?;
+    Ok(Progress { epochs_done, step, shuffle_rng: num("shuffle_rng")?, best_test_accuracy: best })
+}
+
 /// Loads `DIR/last.safetensors` for `--resume`, checking it against the flags.
 fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align: u64) -> Result<(checkpoint::Loaded, Progress), String> {
     let path = dir.join("last.safetensors");
@@ -457,16 +478,15 @@ fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align:
         return Err(format!("--resume {}: no last.safetensors there (written by --checkpoint-dir after each epoch)", dir.display()));
     }
     let l = checkpoint::load(&path, align)?;
-    let name = path.display();
-    let get = |k: &str| l.metadata.get(k).cloned().ok_or_else(|| format!("{name}: metadata field {k} is missing; not a resumable gpu-lenet checkpoint"));
-    let num = |k: &str| -> Result<u64, String> { get(k)?.parse::<u64>().map_err(|_| format!("{name}: metadata field {k} is not a whole number")) };
+    let name = path.display().to_string();
     if l.momentum.is_none() {
         return Err(format!("{name}: holds no momentum.* tensors; not a resumable checkpoint (use --init to start from its weights)"));
     }
+    let progress = progress_from_metadata(&name, &l.metadata)?;
     let mut differ = Vec::new();
     for (key, flag, now) in hyperparameters(cfg, ds) {
-        let then = get(key)?;
-        if then != now {
+        let then = &l.metadata[key]; // present: checked by progress_from_metadata
+        if *then != now {
             differ.push(format!("{flag}: checkpoint {key}={then}, now {now}"));
         }
     }
@@ -480,8 +500,6 @@ fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align:
     if l.in_channels != ds.channels {
         return Err(format!("{name}: conv1.weight has {} input channel(s) but the {} data set has {}", l.in_channels, ds.name, ds.channels));
     }
-    let best = get("best_test_accuracy")?.parse::<f64>().map_err(|_| format!("{name}: metadata field best_test_accuracy is not a number"))?;
-    let progress = Progress { epochs_done: num("epoch")? as usize, step: num("step")? as usize, shuffle_rng: num("shuffle_rng")?, best_test_accuracy: best };
     Ok((l, progress))
 }
 

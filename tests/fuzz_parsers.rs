@@ -126,3 +126,27 @@ fn checkpoints_never_panic() {
         check("checkpoint", "weights.safetensors", res);
     }
 }
+
+#[test]
+fn resume_metadata_never_panics() {
+    use gpu_lenet::train::progress_from_metadata;
+    let keys = ["epoch", "step", "shuffle_rng", "best_test_accuracy", "lr", "momentum", "batch_size", "seed", "shuffle", "dataset", "x"];
+    let values = ["0", "3", "-1", "18446744073709551615", "18446744073709551616", "1e309", "NaN", "inf", "0.5", "", " 7 ", "abc", "\u{0}", "9999999999999999999999"];
+    let mut r = Rng(4);
+    for _ in 0..iterations() {
+        let mut meta = std::collections::HashMap::new();
+        for k in keys {
+            if r.below(8) != 0 {
+                let v = if r.below(4) == 0 {
+                    (0..r.below(12)).map(|_| (r.next() as u8 % 96 + 32) as char).collect()
+                } else {
+                    values[r.below(values.len())].to_string()
+                };
+                meta.insert(k.to_string(), v);
+            }
+        }
+        check("metadata", "last.safetensors", progress_from_metadata("fuzz/last.safetensors", &meta).map(|p| {
+            assert!(p.best_test_accuracy.is_finite());
+        }));
+    }
+}

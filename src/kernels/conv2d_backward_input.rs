@@ -37,16 +37,7 @@ impl Conv2dBackwardInput {
             &src,
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::ReadWrite],
-            &[
-                ("CIN", s.cin as f64),
-                ("H", s.h as f64),
-                ("W", s.w as f64),
-                ("COUT", s.cout as f64),
-                ("KH", s.kh as f64),
-                ("KW", s.kw as f64),
-                ("CI_TILE", tiles.co as f64),
-                ("PXQ", tiles.quads as f64),
-            ],
+            &s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]),
         );
         Conv2dBackwardInput { kernel, shape: s, tiles }
     }

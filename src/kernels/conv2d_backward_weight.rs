@@ -39,14 +39,7 @@ impl Conv2dBackwardWeight {
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
         assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
         let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
-        let constants = [
-            ("CIN", s.cin as f64),
-            ("H", s.h as f64),
-            ("W", s.w as f64),
-            ("COUT", s.cout as f64),
-            ("KH", s.kh as f64),
-            ("KW", s.kw as f64),
-        ];
+        let constants = s.constants(&[]);
         let partials = if Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none() {
             Kernel::with_constants(
                 gpu,
@@ -54,7 +47,7 @@ impl Conv2dBackwardWeight {
                 include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl"),
                 "partials",
                 &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
-                &[&constants[..], &[("WG", Self::lanes_per_group(s, true) as f64), ("CO_TILE", Self::co_tile(s, true) as f64)]].concat(),
+                &s.constants(&[("WG", Self::lanes_per_group(s, true)), ("CO_TILE", Self::co_tile(s, true))]),
             )
         } else {
             Kernel::with_constants(

@@ -31,6 +31,20 @@ impl ConvShape {
     pub fn output_len(&self) -> usize {
         self.batch * self.cout * self.oh() * self.ow()
     }
+    /// The override constants that specialise the conv shaders to this layer (batch excluded),
+    /// followed by `extra`.
+    pub fn constants(&self, extra: &[(&'static str, usize)]) -> Vec<(&'static str, f64)> {
+        let mut c = vec![
+            ("CIN", self.cin as f64),
+            ("H", self.h as f64),
+            ("W", self.w as f64),
+            ("COUT", self.cout as f64),
+            ("KH", self.kh as f64),
+            ("KW", self.kw as f64),
+        ];
+        c.extend(extra.iter().map(|&(k, v)| (k, v as f64)));
+        c
+    }
 }
 
 #[repr(C)]
@@ -92,17 +106,7 @@ impl Conv2dForward {
             &src,
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::Uniform, Slot::ReadWrite],
-            &[
-                ("CIN", s.cin as f64),
-                ("H", s.h as f64),
-                ("W", s.w as f64),
-                ("COUT", s.cout as f64),
-                ("KH", s.kh as f64),
-                ("KW", s.kw as f64),
-                ("CO_TILE", tiles.co as f64),
-                ("PXQ", tiles.quads as f64),
-                ("RELU", relu as u32 as f64),
-            ],
+            &s.constants(&[("CO_TILE", tiles.co), ("PXQ", tiles.quads), ("RELU", relu as usize)]),
         );
         Conv2dForward { kernel, shape: s, tiles }
     }
