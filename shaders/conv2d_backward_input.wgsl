@@ -25,10 +25,14 @@ override GROUPS: u32 = (QUADS + PXQ - 1u) / PXQ;   // invocations per input row
 const MAX_SEG: u32 = 44u;
 const MAX_ACC: u32 = 32u;
 
-struct Params { batch: u32, _p0: u32, _p1: u32, _p2: u32 }
+// The dispatch covers images b0 .. b0 + num_workgroups.z; `dy` is bound from image b0 on (the
+// whole batch, or a 64 KiB uniform window of it: see `dy_at`).
+struct Params { batch: u32, b0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// Rewritten into a uniform window where uniform loads are cheap (see conv2d_forward.wgsl).
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
+fn dy_at(i: u32) -> f32 { return dy[i]; }
 const WEIGHT_VEC4S: u32 = 1u;  // written in when the pipeline is built (see `with_const`)
 @group(0) @binding(2) var<uniform> wt: array<vec4<f32>, WEIGHT_VEC4S>;
 
@@ -40,7 +44,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let tile = gid.x;
     if (tile >= H * GROUPS) { return; }
     let ci0 = wid.y * CI_TILE;
-    let b = wid.z;
+    let b = wid.z;           // image within the bound dy
+    let bo = p.b0 + wid.z;   // image within the batch (the output)
     let iy = i32(tile / GROUPS);
     let ix0 = i32((tile % GROUPS) * PXQ * 4u);
 
@@ -55,7 +60,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
                 let ox = ix0 + i32(j) - i32(KW - 1u);
                 let ok = row_ok && ox >= 0 && ox < i32(OW);
-                seg[j] = select(0.0, dy[row + clamp(ox, 0, i32(OW) - 1)], ok);
+                seg[j] = select(0.0, dy_at(u32(row + clamp(ox, 0, i32(OW) - 1))), ok);
             }
             for (var t = 0u; t < CI_TILE; t++) {
                 let wrow = ((co * CIN + min(ci0 + t, CIN - 1u)) * KH + ky) * KW;
@@ -73,7 +78,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     for (var t = 0u; t < CI_TILE; t++) {
         let ci = ci0 + t;
         if (ci >= CIN) { break; }
-        let out = ((b * CIN + ci) * H + u32(iy)) * W;
+        let out = ((bo * CIN + ci) * H + u32(iy)) * W;
         for (var q = 0u; q < PXQ; q++) {
             for (var j = 0u; j < 4u; j++) {
                 let ix = u32(ix0) + 4u * q + j;

@@ -28,11 +28,14 @@ override CO_TILE: u32 = 1u;   // output channels per workgroup, at most 8
 const MAX_K: u32 = 16u;
 const MAX_CO: u32 = 8u;
 
-struct Params { batch: u32, chunk: u32, chunks: u32, _p0: u32 }
+// Workgroup z is chunk c0 + z; `x` is bound from image x_b0 on (the whole batch, or a 64 KiB
+// uniform window of it where uniform loads are cheap: see `x_at` and conv2d_forward.wgsl).
+struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
+fn x_at(i: u32) -> f32 { return x[i]; }
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
 @compute @workgroup_size(WG, 1, 1)
@@ -43,7 +46,7 @@ fn partials(
 ) {
     let lane = gid.x;
     let co0 = wid.y * CO_TILE;
-    let c = wid.z;
+    let c = p.c0 + wid.z;
     let owns_taps = lane < CIN * KH;
     let l = min(lane, CIN * KH - 1u);
     let ci = l / KH;
@@ -55,10 +58,10 @@ fn partials(
     var bias: array<f32, MAX_CO>;
     for (var b = b0; b < b1; b++) {
         for (var oy = 0u; oy < OH; oy++) {
-            let xrow = ((b * CIN + ci) * H + oy + ky) * W;
+            let xrow = (((b - p.x_b0) * CIN + ci) * H + oy + ky) * W;
             var win: array<f32, MAX_K>;
             for (var kx = 0u; kx + 1u < KW; kx++) {
-                win[kx] = x[xrow + kx];
+                win[kx] = x_at(xrow + kx);
             }
             for (var ox0 = 0u; ox0 < OW; ox0 += 8u) {
                 var dv: array<f32, MAX_CO>;
@@ -68,7 +71,7 @@ fn partials(
                 }
                 let n = min(8u, OW - ox0);
                 for (var u = 0u; u < n; u++) {
-                    win[KW - 1u] = x[xrow + ox0 + u + KW - 1u];
+                    win[KW - 1u] = x_at(xrow + ox0 + u + KW - 1u);
                     for (var t = 0u; t < CO_TILE; t++) {
                         let g = subgroupShuffle(dv[t], u);
                         for (var kx = 0u; kx < KW; kx++) {

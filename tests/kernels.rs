@@ -7,14 +7,14 @@ use common::*;
 
 use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput};
 use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight};
-use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape, Tiles};
+use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape, Input, Tiles};
 use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product, Variant};
 use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
 use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
 use gpu_lenet::kernels::relu::{self, Relu};
 use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum};
 use gpu_lenet::kernels::softmax_cross_entropy::{self, SoftmaxCrossEntropy, METRICS_WORDS};
-use gpu_lenet::kernels::{bias_grad, bias_grad::BiasGrad, run_all, tolerance, StepTable, View};
+use gpu_lenet::kernels::{bias_grad, bias_grad::BiasGrad, run_all, tolerance, StepTable, View, UNIFORM_SLACK_BYTES};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -61,11 +61,20 @@ fn conv2d_forward_matches_reference() {
                     let x = r.vec(s.input_len(), -1.0, 1.0);
                     let w = r.vec(s.weight_len(), -0.3, 0.3);
                     let b = r.vec(s.cout, -0.3, 0.3);
-                    let (xb, wb, bb, yb) = (upload(&x), upload(&w), upload(&b), out(s.output_len()));
-                    k.bind(g, s.batch, &v(&xb), &v(&wb), &v(&bb), &v(&yb)).run(g);
                     let want = conv2d_forward::reference(s, relu, &x, &w, &b);
-                    let what = format!("conv2d_forward {s:?} relu={relu} tiles={tiles:?} seed={seed}");
-                    assert_close(&what, &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
+                    // Without slack after x the storage kernel runs; with it, uniform windows.
+                    for slack in [0, UNIFORM_SLACK_BYTES as usize / 4] {
+                        let mut xs = x.clone();
+                        xs.resize(x.len() + slack, 0.0);
+                        let (xb, wb, bb, yb) = (upload(&xs), upload(&w), upload(&b), out(s.output_len()));
+                        let ds = k.bind(g, s.batch, &v(&xb), &v(&wb), &v(&bb), &v(&yb));
+                        if slack > 0 && k.input() == Input::UniformWindows && s.batch > 16 {
+                            assert!(ds.len() > 1, "several windows expected for {s:?}");
+                        }
+                        run_all(g, &ds.iter().collect::<Vec<_>>());
+                        let what = format!("conv2d_forward {s:?} relu={relu} tiles={tiles:?} seed={seed} slack={slack}");
+                        assert_close(&what, &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
+                    }
                 }
             }
         }
@@ -85,11 +94,19 @@ fn conv2d_backward_input_matches_reference() {
                 let mut r = Rng(seed * 7 + s.batch as u64);
                 let dy = r.vec(s.output_len(), -1.0, 1.0);
                 let w = r.vec(s.weight_len(), -0.3, 0.3);
-                let (dyb, wb, dxb) = (upload(&dy), upload(&w), out(s.input_len()));
-                k.bind(g, s.batch, &v(&dyb), &v(&wb), &v(&dxb)).run(g);
                 let want = conv2d_backward_input::reference(s, &dy, &w);
-                let what = format!("conv2d_backward_input {s:?} tiles={tiles:?} seed={seed}");
-                assert_close(&what, &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
+                for slack in [0, UNIFORM_SLACK_BYTES as usize / 4] {
+                    let mut dys = dy.clone();
+                    dys.resize(dy.len() + slack, 0.0);
+                    let (dyb, wb, dxb) = (upload(&dys), upload(&w), out(s.input_len()));
+                    let ds = k.bind(g, s.batch, &v(&dyb), &v(&wb), &v(&dxb));
+                    if slack > 0 && k.input() == Input::UniformWindows && s.batch > 16 {
+                        assert!(ds.len() > 1, "several windows expected for {s:?}");
+                    }
+                    run_all(g, &ds.iter().collect::<Vec<_>>());
+                    let what = format!("conv2d_backward_input {s:?} tiles={tiles:?} seed={seed} slack={slack}");
+                    assert_close(&what, &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
+                }
             }
         }
     }
@@ -104,13 +121,23 @@ fn conv2d_backward_weight_matches_reference() {
             let mut r = Rng(seed * 13 + s.batch as u64);
             let dy = r.vec(s.output_len(), -1.0, 1.0);
             let x = r.vec(s.input_len(), -1.0, 1.0);
-            let (dyb, xb, dwb, dbb) = (upload(&dy), upload(&x), out(s.weight_len()), out(s.cout));
-            let d = k.bind(g, s.batch, &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb));
-            run_all(g, &[&d.partials, &d.reduce]);
             let (dw, db) = conv2d_backward_weight::reference(s, &dy, &x);
             let n = s.batch * s.oh() * s.ow();
-            assert_close(&format!("conv2d_backward_weight dw {s:?} seed={seed}"), &read(&dwb), &dw, tolerance(n));
-            assert_close(&format!("conv2d_backward_weight db {s:?} seed={seed}"), &read(&dbb), &db, tolerance(n));
+            // Without slack after x the storage kernel runs; with it, uniform windows of x.
+            for slack in [0, UNIFORM_SLACK_BYTES as usize / 4] {
+                let mut xs = x.clone();
+                xs.resize(x.len() + slack, 0.0);
+                let (dyb, xb, dwb, dbb) = (upload(&dy), upload(&xs), out(s.weight_len()), out(s.cout));
+                let d = k.bind(g, s.batch, &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb));
+                if slack > 0 && k.input() == Input::UniformWindows && s.batch > 16 {
+                    assert!(d.partials.len() > 1, "several windows expected for {s:?}");
+                }
+                let all: Vec<_> = d.partials.iter().chain([&d.reduce]).collect();
+                run_all(g, &all);
+                let what = format!("conv2d_backward_weight {s:?} seed={seed} slack={slack}");
+                assert_close(&format!("{what} dw"), &read(&dwb), &dw, tolerance(n));
+                assert_close(&format!("{what} db"), &read(&dbb), &db, tolerance(n));
+            }
         }
     }
 }

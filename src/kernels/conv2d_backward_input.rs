@@ -1,19 +1,23 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
-use super::conv2d_forward::{co_tile, ConvShape, Tiles};
-use super::{with_const, Dispatch, Kernel, Slot, View};
+use super::conv2d_forward::{co_tile, ConvShape, Input, Tiles};
+use super::{uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub batch: u32,
-    pub _pad: [u32; 3],
+    /// First image of this dispatch.
+    pub b0: u32,
+    pub _pad: [u32; 2],
 }
 
 /// An input-gradient pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dBackwardInput {
     kernel: Kernel,
+    /// The same kernel reading `dy` through uniform windows, with the images per window.
+    windowed: Option<(Kernel, usize)>,
     shape: ConvShape,
     tiles: Tiles,
 }
@@ -31,25 +35,56 @@ impl Conv2dBackwardInput {
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
         assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
-        let kernel = Kernel::with_constants(
-            gpu,
-            "conv2d_backward_input",
-            &src,
-            "main",
-            &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::ReadWrite],
-            &s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]),
-        );
-        Conv2dBackwardInput { kernel, shape: s, tiles }
+        let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]);
+        let build = |name: &'static str, src: &str, dy_slot: Slot| {
+            Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, dy_slot, Slot::Uniform, Slot::ReadWrite], &constants)
+        };
+        let kernel = build("conv2d_backward_input", &src, Slot::Read);
+        let windowed = uniform_windows(gpu, 4 * s.cout * s.oh() * s.ow()).map(|per| {
+            let src = uniform_input(&src, "dy", 1, UNIFORM_SLACK_BYTES);
+            (build("conv2d_backward_input.uniform_dy", &src, Slot::Uniform), per)
+        });
+        Conv2dBackwardInput { kernel, windowed, shape: s, tiles }
     }
 
-    pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, w: &View, dx: &View) -> Dispatch {
+    /// The input variant `bind` uses on this adapter.
+    pub fn input(&self) -> Input {
+        if self.windowed.is_some() {
+            Input::UniformWindows
+        } else {
+            Input::Storage
+        }
+    }
+
+    /// One dispatch per uniform window of dy's images (when dy's buffer has the slack),
+    /// else one storage dispatch.
+    pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, w: &View, dx: &View) -> Vec<Dispatch> {
         let s = self.shape;
-        let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, _pad: [0; 3] });
-        self.kernel.bind(
-            gpu,
-            &[params.as_entire_binding(), dy.resource(), w.uniform_vec4s().resource(), dx.resource()],
-            [(s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads)).div_ceil(64) as u32, s.cin.div_ceil(self.tiles.co) as u32, batch as u32],
-        )
+        let wv = w.uniform_vec4s();
+        let image_bytes = (4 * s.cout * s.oh() * s.ow()) as u64;
+        let groups = (s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads)).div_ceil(64) as u32;
+        let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| {
+            let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, _pad: [0; 2] });
+            kernel.bind(
+                gpu,
+                &[params.as_entire_binding(), dyr, wv.resource(), dx.resource()],
+                [groups, s.cin.div_ceil(self.tiles.co) as u32, n as u32],
+            )
+        };
+        match &self.windowed {
+            Some((kernel, per)) if dy.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES <= dy.buffer.size() => (0..batch)
+                .step_by(*per)
+                .map(|b0| {
+                    let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &dy.buffer,
+                        offset: dy.offset + b0 as u64 * image_bytes,
+                        size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
+                    });
+                    dispatch(kernel, b0, (*per).min(batch - b0), window)
+                })
+                .collect(),
+            _ => vec![dispatch(&self.kernel, 0, batch, dy.resource())],
+        }
     }
 }
 

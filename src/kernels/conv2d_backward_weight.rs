@@ -2,7 +2,7 @@
 //! chunks of the batch followed by a fixed-order reduction (no float atomics).
 
 use super::conv2d_forward::ConvShape;
-use super::{Dispatch, Kernel, Slot, View};
+use super::{uniform_input, uniform_windows, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -11,7 +11,11 @@ pub struct Params {
     pub batch: u32,
     pub chunk: u32,
     pub chunks: u32,
-    pub _pad: u32,
+    /// First chunk of this dispatch of the partials pass.
+    pub c0: u32,
+    /// First image of the bound range of x.
+    pub x_b0: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Images per partial sum, and the number of partials. One image per workgroup keeps every
@@ -23,13 +27,16 @@ pub fn chunking(batch: usize) -> (usize, usize) {
 /// A weight-gradient pipeline pair specialised to one layer's shape (any batch size).
 pub struct Conv2dBackwardWeight {
     partials: Kernel,
+    /// The partials kernel reading x through uniform windows, with the images per window.
+    windowed: Option<(Kernel, usize)>,
     reduce: Kernel,
     shape: ConvShape,
 }
 
-/// The two dispatches of one weight-gradient computation, plus the scratch they share.
+/// The dispatches of one weight-gradient computation (partials, one per uniform window of x
+/// where used, then the reduction), plus the scratch they share.
 pub struct BackwardWeightDispatch {
-    pub partials: Dispatch,
+    pub partials: Vec<Dispatch>,
     pub reduce: Dispatch,
     pub scratch: wgpu::Buffer,
 }
@@ -40,25 +47,22 @@ impl Conv2dBackwardWeight {
         assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
         let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
         let constants = s.constants(&[]);
-        let partials = if Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none() {
-            Kernel::with_constants(
-                gpu,
+        let subgroup = Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none();
+        let (name, windowed_name, psrc, pconsts) = if subgroup {
+            (
                 "conv2d_backward_weight.partials_subgroup",
+                "conv2d_backward_weight.partials_subgroup.uniform_x",
                 include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl"),
-                "partials",
-                &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
-                &s.constants(&[("WG", Self::lanes_per_group(s, true)), ("CO_TILE", Self::co_tile(s, true))]),
+                s.constants(&[("WG", Self::lanes_per_group(s, true)), ("CO_TILE", Self::co_tile(s, true))]),
             )
         } else {
-            Kernel::with_constants(
-                gpu,
-                "conv2d_backward_weight.partials",
-                src,
-                "partials",
-                &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
-                &constants,
-            )
+            ("conv2d_backward_weight.partials", "conv2d_backward_weight.partials.uniform_x", src, constants.clone())
         };
+        let partials = Kernel::with_constants(gpu, name, psrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite], &pconsts);
+        let windowed = uniform_windows(gpu, 4 * s.cin * s.h * s.w).map(|per| {
+            let wsrc = uniform_input(psrc, "x", 2, UNIFORM_SLACK_BYTES);
+            (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::ReadWrite], &pconsts), per)
+        });
         let reduce = Kernel::with_constants(
             gpu,
             "conv2d_backward_weight.reduce",
@@ -67,7 +71,7 @@ impl Conv2dBackwardWeight {
             &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
             &constants,
         );
-        Conv2dBackwardWeight { partials, reduce, shape: s }
+        Conv2dBackwardWeight { partials, windowed, reduce, shape: s }
     }
 
     /// The subgroup variant needs subgroup operations in compute shaders and subgroups whose
@@ -107,25 +111,49 @@ impl Conv2dBackwardWeight {
         let s = self.shape;
         let nout = s.weight_len() + s.cout;
         let (chunk, chunks) = chunking(batch);
-        let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, _pad: 0 };
-        let params = gpu.uniform("conv2d_backward_weight params", &p);
+        let params = |c0: usize, x_b0: usize| {
+            let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
+            gpu.uniform("conv2d_backward_weight params", &p)
+        };
         let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
         let sv = View::whole(&scratch);
         // The plain kernel has a lane for the bias; the subgroup kernel sums it in every lane.
-        let subgroup = self.partials.name.ends_with("subgroup");
+        let subgroup = self.partials.name.contains("subgroup");
         let lanes = s.cin * s.kh + (!subgroup) as usize;
         let wg = Self::lanes_per_group(s, subgroup);
-        let partials = self.partials.bind(
-            gpu,
-            &[params.as_entire_binding(), dy.resource(), x.resource(), sv.resource()],
-            [lanes.div_ceil(wg) as u32, s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32, chunks as u32],
-        );
-        let reduce = self.reduce.bind(
-            gpu,
-            &[params.as_entire_binding(), sv.resource(), dw.resource(), db.resource()],
-            [nout.div_ceil(64) as u32, 1, 1],
-        );
+        let xy = [lanes.div_ceil(wg) as u32, s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32];
+        let image_bytes = (4 * s.cin * s.h * s.w) as u64;
+        let partials = match &self.windowed {
+            // One image per chunk, so a window of images is a run of chunks.
+            Some((kernel, per)) if chunk == 1 && x.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES <= x.buffer.size() => (0..batch)
+                .step_by(*per)
+                .map(|b0| {
+                    let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &x.buffer,
+                        offset: x.offset + b0 as u64 * image_bytes,
+                        size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
+                    });
+                    let p = params(b0, b0);
+                    kernel.bind(gpu, &[p.as_entire_binding(), dy.resource(), window, sv.resource()], [xy[0], xy[1], (*per).min(batch - b0) as u32])
+                })
+                .collect(),
+            _ => {
+                let p = params(0, 0);
+                vec![self.partials.bind(gpu, &[p.as_entire_binding(), dy.resource(), x.resource(), sv.resource()], [xy[0], xy[1], chunks as u32])]
+            }
+        };
+        let p = params(0, 0);
+        let reduce = self.reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
         BackwardWeightDispatch { partials, reduce, scratch }
+    }
+
+    /// The input variant `bind` uses on this adapter.
+    pub fn input(&self) -> super::conv2d_forward::Input {
+        if self.windowed.is_some() {
+            super::conv2d_forward::Input::UniformWindows
+        } else {
+            super::conv2d_forward::Input::Storage
+        }
     }
 }
 

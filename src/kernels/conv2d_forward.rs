@@ -1,6 +1,6 @@
 //! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
 
-use super::{with_const, Dispatch, Kernel, Slot, View};
+use super::{uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 /// The shape of one convolution layer applied to a batch.
@@ -51,7 +51,9 @@ impl ConvShape {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub batch: u32,
-    pub _pad: [u32; 3],
+    /// First image of this dispatch (a uniform window of the input starts there).
+    pub b0: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Output channels one invocation computes (the shader holds at most 8).
@@ -81,9 +83,21 @@ impl Tiles {
     }
 }
 
+/// How a conv kernel reads its large input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A storage buffer: any adapter, one dispatch for the batch.
+    Storage,
+    /// 64 KiB uniform windows of whole images, one dispatch each (llvmpipe: ~10x cheaper per
+    /// float loaded). The input buffer needs `UNIFORM_SLACK_BYTES` after its data.
+    UniformWindows,
+}
+
 /// A forward convolution pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dForward {
     kernel: Kernel,
+    /// The same kernel reading `x` through uniform windows, with the images per window.
+    windowed: Option<(Kernel, usize)>,
     shape: ConvShape,
     tiles: Tiles,
 }
@@ -100,29 +114,60 @@ impl Conv2dForward {
         assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = include_str!("../../shaders/conv2d_forward.wgsl");
         let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
-        let kernel = Kernel::with_constants(
-            gpu,
-            "conv2d_forward",
-            &src,
-            "main",
-            &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::Uniform, Slot::ReadWrite],
-            &s.constants(&[("CO_TILE", tiles.co), ("PXQ", tiles.quads), ("RELU", relu as usize)]),
-        );
-        Conv2dForward { kernel, shape: s, tiles }
+        let constants = s.constants(&[("CO_TILE", tiles.co), ("PXQ", tiles.quads), ("RELU", relu as usize)]);
+        let build = |name: &'static str, src: &str, x_slot: Slot| {
+            Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &constants)
+        };
+        let kernel = build("conv2d_forward", &src, Slot::Read);
+        let image_bytes = 4 * s.cin * s.h * s.w;
+        let windowed = uniform_windows(gpu, image_bytes).map(|per| {
+            let src = uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES);
+            (build("conv2d_forward.uniform_x", &src, Slot::Uniform), per)
+        });
+        Conv2dForward { kernel, windowed, shape: s, tiles }
+    }
+
+    /// The input variant `bind` uses on this adapter.
+    pub fn input(&self) -> Input {
+        if self.windowed.is_some() {
+            Input::UniformWindows
+        } else {
+            Input::Storage
+        }
     }
 
     /// `w` and `b` are bound as uniform arrays of vec4: their buffers need room up to the next
     /// multiple of 4 words (the arena's alignment gives it).
-    pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Dispatch {
+    /// With uniform windows that is one dispatch per window of images (when `x`'s buffer has
+    /// the slack; otherwise the storage kernel, one dispatch).
+    pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Vec<Dispatch> {
         let s = self.shape;
-        let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, _pad: [0; 3] });
         let per_row = s.ow().div_ceil(4).div_ceil(self.tiles.quads);
         let groups = (s.oh() * per_row).div_ceil(64) as u32;
-        self.kernel.bind(
-            gpu,
-            &[params.as_entire_binding(), x.resource(), w.uniform_vec4s().resource(), b.uniform_vec4s().resource(), y.resource()],
-            [groups, s.cout.div_ceil(self.tiles.co) as u32, batch as u32],
-        )
+        let (wv, bv) = (w.uniform_vec4s(), b.uniform_vec4s());
+        let image_bytes = (4 * s.cin * s.h * s.w) as u64;
+        let dispatch = |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
+            let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, b0: b0 as u32, _pad: [0; 2] });
+            kernel.bind(
+                gpu,
+                &[params.as_entire_binding(), xr, wv.resource(), bv.resource(), y.resource()],
+                [groups, s.cout.div_ceil(self.tiles.co) as u32, n as u32],
+            )
+        };
+        match &self.windowed {
+            Some((kernel, per)) if x.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES <= x.buffer.size() => (0..batch)
+                .step_by(*per)
+                .map(|b0| {
+                    let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &x.buffer,
+                        offset: x.offset + b0 as u64 * image_bytes,
+                        size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
+                    });
+                    dispatch(kernel, b0, (*per).min(batch - b0), window)
+                })
+                .collect(),
+            _ => vec![dispatch(&self.kernel, 0, batch, x.resource())],
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! gemm: the three products of a linear layer (forward with fused bias/ReLU, input grad with the
 //! fused ReLU-backward mask, weight grad) as one strided, register-tiled kernel.
 
-use super::{Dispatch, Kernel, Slot, View};
+use super::{gcd, Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
 /// Which product of a linear layer y = x·Wᵀ + b (x [M,K], W [N,K], y [M,N]) to compute.
@@ -256,14 +256,6 @@ impl Gemm {
             start += len;
         }
         Some(out)
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
 

@@ -72,6 +72,40 @@ impl View {
     }
 }
 
+/// Bytes of slack a buffer needs after its data to be read through uniform windows (the last
+/// window is bound at full size).
+pub const UNIFORM_SLACK_BYTES: u64 = 65_536;
+
+/// Rewrites a kernel's storage input `name` (declared at binding `binding` as
+/// `var<storage, read> NAME: array<f32>;` with the accessor `fn NAME_at(i: u32) -> f32`) into a
+/// uniform window of `bytes` bytes.
+pub fn uniform_input(source: &str, name: &str, binding: u32, bytes: u64) -> String {
+    let decl = format!("@group(0) @binding({binding}) var<storage, read> {name}: array<f32>;");
+    let access = format!("fn {name}_at(i: u32) -> f32 {{ return {name}[i]; }}");
+    assert!(source.contains(&decl) && source.contains(&access), "shader lacks the storage input {name}");
+    source
+        .replace(&decl, &format!("@group(0) @binding({binding}) var<uniform> {name}: array<vec4<f32>, {}u>;", bytes / 16))
+        .replace(&access, &format!("fn {name}_at(i: u32) -> f32 {{ return {name}[i >> 2u][i & 3u]; }}"))
+}
+
+/// How to cut a run of equal items (images of a batch) into uniform windows: items per window,
+/// or None when one item is too big or no window start can be aligned.
+pub fn uniform_windows(gpu: &Gpu, item_bytes: usize) -> Option<usize> {
+    let window = (gpu.limits.max_uniform_buffer_binding_size as usize).min(UNIFORM_SLACK_BYTES as usize);
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+    let step = align / gcd(item_bytes, align);
+    let per = (window / item_bytes) / step * step;
+    (per > 0 && std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_none()).then_some(per)
+}
+
+pub(crate) fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// Replaces `const NAME: u32 = 1u;` in a WGSL source with the given value: the size of a
 /// uniform array must be a constant, and override constants cannot size one.
 pub fn with_const(source: &str, name: &str, value: usize) -> String {

@@ -153,14 +153,15 @@ impl Activations {
     fn new(gpu: &Gpu, batch: usize, cin: usize) -> Self {
         let b = batch;
         let s = |label: &str, n: usize| gpu.storage(label, n);
-        // Buffers that feed a GEMM as its A operand get room for a full last uniform window.
+        // Buffers read through uniform windows (the GEMM's A operand, the conv inputs) get room
+        // for a full last window.
         let slack = (crate::kernels::gemm::A_SLACK_BYTES / 4) as usize;
         let a = |label: &str, n: usize| gpu.storage(label, n + slack);
         Activations {
-            x: s("x", b * cin * IMAGE * IMAGE),
+            x: a("x", b * cin * IMAGE * IMAGE),
             labels: s("labels", b),
             a1: s("a1", b * 6 * 28 * 28),
-            p1: s("p1", b * 6 * 14 * 14),
+            p1: a("p1", b * 6 * 14 * 14),
             i1: s("i1", b * 6 * 14 * 14),
             a2: s("a2", b * 16 * 10 * 10),
             p2: a("p2", b * 400),
@@ -172,7 +173,7 @@ impl Activations {
             d_a4: a("d_a4", b * 84),
             d_a3: a("d_a3", b * 120),
             d_p2: s("d_p2", b * 400),
-            d_a2: s("d_a2", b * 16 * 10 * 10),
+            d_a2: a("d_a2", b * 16 * 10 * 10),
             d_p1: s("d_p1", b * 6 * 14 * 14),
             d_a1: s("d_a1", b * 6 * 28 * 28),
         }
@@ -246,9 +247,9 @@ impl Schedule {
         // Each named stage is one kernel's work: one dispatch, or a few (GEMM windows, the
         // two passes of the conv weight grad).
         let forward: Vec<Stage> = vec![
-            Stage::one("conv1_forward", k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))),
+            Stage::new("conv1_forward", k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))),
             Stage::one("pool1_forward", k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))),
-            Stage::one("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
+            Stage::new("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
             Stage::one("pool2_forward", k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))),
             Stage::new("fc1_forward", k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3))),
             Stage::new("fc2_forward", k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4))),
@@ -267,10 +268,10 @@ impl Schedule {
             Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2))),
             // pool2's backward fuses the ReLU of conv2; conv1's input grad is not needed.
             Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2))),
-            Stage::new("conv2_backward_weight", vec![conv2_w.partials, conv2_w.reduce]),
-            Stage::one("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))),
+            Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat()),
+            Stage::new("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))),
             Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))),
-            Stage::new("conv1_backward_weight", vec![conv1_w.partials, conv1_w.reduce]),
+            Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat()),
             Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity))),
         ];
         Schedule {
