@@ -45,3 +45,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (RELU_MASK && !(act[i] > 0.0)) { acc = 0.0; }
     dx[i] = acc;
 }
+
+// When the windows tile the plane exactly (stride == kernel, no leftover rows or columns, as in
+// LeNet) each input pixel belongs to exactly one window, and one invocation per window can
+// write all K*K of its pixels: three loads (dy, the argmax, and the activation at the argmax
+// for the ReLU mask) per K*K outputs instead of three per output.
+@compute @workgroup_size(64, 1, 1)
+fn per_window(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = gid.x + gid.y * nwg.x * 64u;
+    if (o >= p.total) { return; }   // total counts windows (outputs) here
+    let ox = o % OW;
+    let oy = (o / OW) % OH;
+    let plane = o / (OW * OH);
+    let base = plane * H * W;
+    let arg = idx[o];
+    var g = dy[o];
+    if (RELU_MASK && !(act[base + arg] > 0.0)) { g = 0.0; }
+    for (var ky = 0u; ky < K; ky++) {
+        for (var kx = 0u; kx < K; kx++) {
+            let i = (oy * K + ky) * W + ox * K + kx;
+            dx[base + i] = select(0.0, g, i == arg);
+        }
+    }
+}

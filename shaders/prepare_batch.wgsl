@@ -39,25 +39,38 @@ fn load_word(chunk: u32, i: u32) -> u32 {
     }
 }
 
+// One invocation writes 4 horizontally adjacent outputs (DST is a multiple of 4), which come
+// from one or two 32-bit words of the image: a word is loaded once, not once per pixel.
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.total) { return; }
+    let q = gid.x + gid.y * nwg.x * 64u;   // which run of 4 outputs
+    let i0 = q * 4u;
+    if (i0 >= p.total) { return; }
     let plane = DST * DST;
     let per_image = CHANNELS * plane;
-    let b = i / per_image;
-    let r = i % per_image;
+    let b = i0 / per_image;
+    let r = i0 % per_image;
     let c = r / plane;
-    let yx = r % plane;
-    let y = yx / DST;
-    let xx = yx % DST;
+    let y = (r % plane) / DST;
+    let x0 = (r % plane) % DST;
     let sample = perm[st.start + b];
-    var raw = 0u;
-    if (y >= PAD && xx >= PAD && y < PAD + SRC_H && xx < PAD + SRC_W) {
-        let byte = (c * SRC_H + (y - PAD)) * SRC_W + (xx - PAD);
-        let word = load_word(sample / PER_CHUNK, (sample % PER_CHUNK) * RECORD_WORDS + byte / 4u);
-        raw = (word >> ((byte % 4u) * 8u)) & 0xffu;
+    let chunk = sample / PER_CHUNK;
+    let image = (sample % PER_CHUNK) * RECORD_WORDS;
+    let row_ok = y >= PAD && y < PAD + SRC_H;
+    var word_at = 0xffffffffu;
+    var word = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let xx = x0 + j;
+        var raw = 0u;
+        if (row_ok && xx >= PAD && xx < PAD + SRC_W) {
+            let byte = (c * SRC_H + (y - PAD)) * SRC_W + (xx - PAD);
+            if (byte / 4u != word_at) {
+                word_at = byte / 4u;
+                word = load_word(chunk, image + word_at);
+            }
+            raw = (word >> ((byte % 4u) * 8u)) & 0xffu;
+        }
+        x[i0 + j] = (f32(raw) / 255.0 - 0.5) / 0.5;
     }
-    x[i] = (f32(raw) / 255.0 - 0.5) / 0.5;
     if (r == 0u) { labels[b] = labels_all[sample]; }
 }

@@ -17,6 +17,8 @@ pub struct Params {
 pub struct Maxpool2dBackward {
     kernel: Kernel,
     shape: PoolShape,
+    /// The per-window entry point is used (windows tile the plane exactly).
+    per_window: bool,
 }
 
 impl Maxpool2dBackward {
@@ -25,20 +27,24 @@ impl Maxpool2dBackward {
     pub fn new(gpu: &Gpu, s: PoolShape, relu_mask: bool) -> Self {
         let mut constants = plane_constants(s);
         constants.push(("RELU_MASK", relu_mask as u32 as f64));
+        // Exact tiling (stride == kernel, nothing left over): one invocation per window.
+        let per_window = s.stride == s.k && s.h % s.k == 0 && s.w % s.k == 0;
+        let (name, entry) = if per_window { ("maxpool2d_backward.per_window", "per_window") } else { ("maxpool2d_backward", "main") };
         let kernel = Kernel::with_constants(
             gpu,
-            "maxpool2d_backward",
+            name,
             include_str!("../../shaders/maxpool2d_backward.wgsl"),
-            "main",
+            entry,
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
             &constants,
         );
-        Maxpool2dBackward { kernel, shape: s }
+        Maxpool2dBackward { kernel, shape: s, per_window }
     }
 
     /// `act` is read only when the pipeline fuses the ReLU mask.
     pub fn bind(&self, gpu: &Gpu, planes: usize, dy: &View, idx: &View, act: &View, dx: &View) -> Dispatch {
-        let total = PoolShape { planes, ..self.shape }.input_len();
+        let shape = PoolShape { planes, ..self.shape };
+        let total = if self.per_window { shape.output_len() } else { shape.input_len() };
         let params = gpu.uniform("maxpool2d_backward params", &Params { total: total as u32, _pad: [0; 3] });
         self.kernel.bind(
             gpu,
