@@ -20,7 +20,11 @@ const A_VEC4S: u32 = 1u;  // the window's size in vec4s, written in when the pip
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> a: array<vec4<f32>, A_VEC4S>;
+// B: a storage buffer, or (rewritten by the Rust side, see `uniform_input`) a uniform window
+// too, when B fits one (the weights of fc2 and fc3) or windows of it follow A's windows over
+// the reduction (the weight grads).
 @group(0) @binding(2) var<storage, read> b: array<f32>;
+fn b_at(i: u32) -> f32 { return b[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
@@ -43,7 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     var acc: array<vec4<f32>, 8>;
     for (var kk = 0u; kk < p.k; kk++) {
         let bk = (p.b_k0 + kk) * p.b_rs;
-        let bv = vec4<f32>(b[bk + bc.x], b[bk + bc.y], b[bk + bc.z], b[bk + bc.w]);
+        let bv = vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w));
         let ak = kk * p.a_cs;
         for (var t = 0u; t < 8u; t++) {
             acc[t] += a_at(ar[t] + ak) * bv;

@@ -268,11 +268,14 @@ fn gemm_matches_reference_for_all_three_products_and_both_variants() {
                 };
                 let (rows, cols, red) = gemm::dims(product, m, n, kk);
                 let want = gemm::reference(product, (m, n, kk), epi, a, bm, &b, &act_x);
-                for variant in [Variant::Storage, Variant::UniformA] {
-                    // A with the slack the uniform variant's last window needs.
-                    let mut padded = a.clone();
-                    padded.resize(a.len() + (gemm::A_SLACK_BYTES / 4) as usize, 0.0);
-                    let (ab, bb, biasb, auxb, cb) = (upload(&padded), upload(bm), upload(&b), upload(&act_x), out(rows * cols));
+                for variant in [Variant::Storage, Variant::UniformA, Variant::UniformAB] {
+                    // A and B with the slack the uniform variants' last windows need.
+                    let pad = |v: &Vec<f32>| {
+                        let mut p = v.clone();
+                        p.resize(v.len() + (gemm::A_SLACK_BYTES / 4) as usize, 0.0);
+                        p
+                    };
+                    let (ab, bb, biasb, auxb, cb) = (upload(&pad(a)), upload(&pad(bm)), upload(&b), upload(&act_x), out(rows * cols));
                     let ds = k.bind_variant(g, variant, product, (m, n, kk), epi, &v(&ab), &v(&bb), &v(&biasb), &v(&auxb), &v(&cb));
                     if variant == Variant::UniformA && m == 1100 {
                         assert!(ds.len() > 1, "{product:?}: expected several uniform windows");

@@ -78,6 +78,8 @@ pub enum Variant {
     Storage,
     /// A through uniform-buffer windows (gemm_uniform_a.wgsl).
     UniformA,
+    /// A and B through uniform windows, where B fits (falls back to `UniformA`).
+    UniformAB,
 }
 
 /// Bytes of slack a buffer needs after its data to serve as the A operand of the uniform-A
@@ -87,6 +89,7 @@ pub const A_SLACK_BYTES: u64 = 65_536;
 pub struct Gemm {
     storage: Kernel,
     uniform_a: Option<Kernel>,
+    uniform_ab: Option<Kernel>,
     window_bytes: u64,
     default_variant: Variant,
 }
@@ -101,22 +104,21 @@ impl Gemm {
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
         );
         let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(A_SLACK_BYTES) / 16 * 16;
+        let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
         let uniform_a = (window_bytes >= 4096).then(|| {
-            let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
-            Kernel::new(
-                gpu,
-                "gemm_uniform_a",
-                &src,
-                "main",
-                &[Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
-            )
+            Kernel::new(gpu, "gemm_uniform_a", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite])
+        });
+        let uniform_ab = (window_bytes >= 4096).then(|| {
+            let src = super::uniform_input(&src, "b", 2, window_bytes);
+            Kernel::new(gpu, "gemm_uniform_ab", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite])
         });
         let forced = std::env::var("GPU_LENET_GEMM").ok();
         let default_variant = match (forced.as_deref(), &uniform_a) {
             (Some("storage"), _) | (_, None) => Variant::Storage,
-            _ => Variant::UniformA,
+            (Some("uniform-a"), _) => Variant::UniformA,
+            _ => Variant::UniformAB,
         };
-        Gemm { storage, uniform_a, window_bytes, default_variant }
+        Gemm { storage, uniform_a, uniform_ab, window_bytes, default_variant }
     }
 
     /// Binds one product for a layer with batch `m`, `n` outputs and `k` inputs, with the
@@ -160,8 +162,15 @@ impl Gemm {
             Product::InputGrad => (n, 1, k, 1),
             Product::WeightGrad => (1, n, k, 1),
         };
-        if variant == Variant::UniformA {
-            if let Some(d) = self.bind_windows(gpu, product, (rows, cols, red), (a_rs, a_cs, b_rs, b_cs), epi, a, b, bias, aux, c) {
+        if variant != Variant::Storage {
+            let dims = (rows, cols, red);
+            let strides = (a_rs, a_cs, b_rs, b_cs);
+            if variant == Variant::UniformAB {
+                if let Some(d) = self.bind_windows(gpu, true, product, dims, strides, epi, a, b, bias, aux, c) {
+                    return d;
+                }
+            }
+            if let Some(d) = self.bind_windows(gpu, false, product, dims, strides, epi, a, b, bias, aux, c) {
                 return d;
             }
         }
@@ -194,6 +203,7 @@ impl Gemm {
     fn bind_windows(
         &self,
         gpu: &Gpu,
+        uniform_b: bool,
         product: Product,
         (rows, cols, red): (usize, usize, usize),
         (a_rs, a_cs, b_rs, b_cs): (usize, usize, usize, usize),
@@ -204,8 +214,9 @@ impl Gemm {
         aux: &View,
         c: &View,
     ) -> Option<Vec<Dispatch>> {
-        let kernel = self.uniform_a.as_ref()?;
+        let kernel = if uniform_b { self.uniform_ab.as_ref()? } else { self.uniform_a.as_ref()? };
         let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+        let window = self.window_bytes as usize;
         let over_reduction = product == Product::WeightGrad;
         // Bytes of one "row" of A along the windowed dimension (for the weight grad,
         // A(i, k) = dy[k, i], so a window is a run of dy's rows, a_cs words each).
@@ -213,7 +224,20 @@ impl Gemm {
         let tile = if over_reduction { 1 } else { 8 };
         let step = lcm(tile, align / gcd(row_bytes, align));
         let total = if over_reduction { red } else { rows };
-        let per = (self.window_bytes as usize / row_bytes) / step * step;
+        let mut per = (window / row_bytes) / step * step;
+        if uniform_b {
+            if over_reduction {
+                // B's rows follow A's window over the reduction: both must fit and align.
+                let b_row = 4 * b_rs;
+                let b_step = lcm(step, align / gcd(b_row, align));
+                per = per.min(window / b_row) / b_step * b_step;
+            } else if 4 * red * cols > window || b.offset % align as u64 != 0 || b.offset + window as u64 > b.buffer.size() {
+                return None; // B must fit one window, bound whole
+            }
+            if over_reduction && (b.offset % align as u64 != 0 || b.offset + ((total.div_ceil(per.max(1)) - 1) * per * 4 * b_rs + window) as u64 > b.buffer.size()) {
+                return None;
+            }
+        }
         if per == 0 || a.offset % align as u64 != 0 {
             return None;
         }
@@ -225,6 +249,8 @@ impl Gemm {
         while start < total {
             let len = per.min(total - start);
             let (m, k, c_row0, b_k0) = if over_reduction { (rows, len, 0, start) } else { (len, red, start, 0) };
+            // A uniform B window starts at row b_k0 itself.
+            let (b_k0, b_offset) = if uniform_b && over_reduction { (0, b.offset + (start * 4 * b_rs) as u64) } else { (b_k0, b.offset) };
             let p = WindowParams {
                 m: m as u32,
                 n: cols as u32,
@@ -243,14 +269,19 @@ impl Gemm {
                 _pad: [0; 2],
             };
             let params = gpu.uniform("gemm_uniform_a params", &p);
-            let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            let a_window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &a.buffer,
                 offset: a.offset + (start * row_bytes) as u64,
                 size: wgpu::BufferSize::new(self.window_bytes),
             });
+            let b_res = if uniform_b {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &b.buffer, offset: b_offset, size: wgpu::BufferSize::new(self.window_bytes) })
+            } else {
+                b.resource()
+            };
             out.push(kernel.bind(
                 gpu,
-                &[params.as_entire_binding(), window, b.resource(), bias.resource(), aux.resource(), c.resource()],
+                &[params.as_entire_binding(), a_window, b_res, bias.resource(), aux.resource(), c.resource()],
                 [cols.div_ceil(4).div_ceil(8) as u32, m.div_ceil(8) as u32, 1],
             ));
             start += len;

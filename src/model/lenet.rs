@@ -71,7 +71,9 @@ impl Lenet {
         let arena = Arena::new(&param_specs(in_channels), gpu.storage_alignment());
         Lenet {
             in_channels,
-            weights: gpu.storage("weights", arena.words),
+            // Room after the arena so small weight tensors (fc2, fc3) can be bound as a full
+            // 64 KiB uniform window (the GEMM's uniform B operand).
+            weights: gpu.storage("weights", arena.words + (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize),
             grads: gpu.storage("grads", arena.words),
             velocity: gpu.storage("momentum", arena.words),
             arena,
@@ -244,6 +246,7 @@ impl Schedule {
         let conv2_w = k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
         let conv1_w = k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
         let all = |buf: &wgpu::Buffer| View::whole(buf);
+        let arena_view = |buf: &wgpu::Buffer| View { buffer: buf.clone(), offset: 0, len: net.arena.words };
         // Each named stage is one kernel's work: one dispatch, or a few (GEMM windows, the
         // two passes of the conv weight grad).
         let forward: Vec<Stage> = vec![
@@ -272,7 +275,7 @@ impl Schedule {
             Stage::new("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))),
             Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))),
             Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat()),
-            Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &all(&net.weights), &all(&net.velocity))),
+            Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity))),
         ];
         Schedule {
             batch,
