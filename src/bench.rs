@@ -6,7 +6,7 @@
 
 use crate::data::synthetic;
 use crate::gpu::Gpu;
-use crate::kernels::gemm::{self, Epilogue, Product};
+use crate::kernels::gemm::{Epilogue, Product};
 use crate::kernels::prepare_batch::{self, GpuSplit, PrepareBatch};
 use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
 use crate::kernels::{sgd_momentum, Dispatch, Kernel, Slot, StepTable, View};
@@ -271,7 +271,7 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     let copy_ms = Timer { reps: 5, ..timer }.median_ms(&[&copy])?;
     let copy_gbps = (2 * 4 * copy_words) as f64 / copy_ms / 1e6;
     let (m, n, k) = (512, 512, 512);
-    let mut abuf = vec![0f32; m * k + (gemm::A_SLACK_BYTES / 4) as usize];
+    let mut abuf = vec![0f32; m * k + (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize];
     abuf.iter_mut().enumerate().for_each(|(i, v)| *v = ((i % 7) as f32 - 3.0) * 0.1);
     let (ga, gb, gc) = (gpu.storage_from("gemm a", &abuf), gpu.storage_from("gemm b", &vec![0.5f32; n * k]), gpu.storage("gemm c", m * n));
     let gemm_ds = kernels.gemm.bind(gpu, Product::Forward, (m, n, k), Epilogue::default(), &View::whole(&ga), &View::whole(&gb), &View::whole(&gb), &View::whole(&gb), &View::whole(&gc));

@@ -183,15 +183,7 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             install_interrupt_handler();
             // Cheap checks first: no data loading or GPU start-up for a bad flag.
-            if cfg.epochs == 0 {
-                return Err("--epochs: must be at least 1".into());
-            }
-            if cfg.batch_size == 0 {
-                return Err("--batch-size: must be at least 1".into());
-            }
-            if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-                return Err(format!("--lr {}: expected a positive finite learning rate", cfg.lr));
-            }
+            cfg.validate()?;
             let gpu = open_gpu(adapter.adapter)?;
             let ds = load_data(&data, seed)?;
             train::run(&gpu, ds, &cfg).map(|_| ())

@@ -37,24 +37,36 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The configuration with the defaults of the `train` command.
-    pub fn new(epochs: usize) -> TrainConfig {
-        TrainConfig {
-            epochs,
-            batch_size: 64,
-            lr: 0.001,
-            momentum: 0.9,
-            seed: 0,
-            shuffle: true,
-            metrics: None,
-            save: None,
-            init: None,
-            progress: true,
-            checkpoint_dir: None,
-            resume: None,
-            allow_changed_hyperparameters: false,
+    /// The checks that need no data and no GPU, so a bad flag fails before either starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 {
+            return Err("--epochs: must be at least 1".into());
         }
+        if self.batch_size == 0 {
+            return Err("--batch-size: must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("--lr {}: expected a positive finite learning rate", self.lr));
+        }
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return Err(format!("--momentum {}: expected a value in [0, 1)", self.momentum));
+        }
+        Ok(())
     }
+}
+
+/// Refuses a checkpoint whose first convolution does not take the data set's channels.
+fn check_channels(path: &std::path::Path, l: &checkpoint::Loaded, ds: &Dataset) -> Result<(), String> {
+    if l.in_channels != ds.channels {
+        return Err(format!(
+            "{}: conv1.weight has {} input channel(s) but the {} data set has {}",
+            path.display(),
+            l.in_channels,
+            ds.name,
+            ds.channels
+        ));
+    }
+    Ok(())
 }
 
 /// PyTorch's default initialisation for Conv2d and Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -182,7 +194,6 @@ struct Pending {
 pub struct Engine<'g> {
     pub gpu: &'g Gpu,
     pub net: Lenet,
-    kernels: LenetKernels,
     train: Option<Walk>,
     test: Walk,
     staging: [wgpu::Buffer; 2],
@@ -233,7 +244,7 @@ impl<'g> Engine<'g> {
                 mapped_at_creation: false,
             })
         });
-        Ok(Engine { gpu, net, kernels, train, test, staging, batch_size, dataset })
+        Ok(Engine { gpu, net, train, test, staging, batch_size, dataset })
     }
 
     pub fn dispatches_per_step(&self) -> usize {
@@ -361,10 +372,6 @@ impl<'g> Engine<'g> {
 
     pub fn upload_weights(&self, weights: &[f32], momentum: Option<&[f32]>) {
         self.net.upload(self.gpu, weights, momentum);
-    }
-
-    pub fn kernels(&self) -> &LenetKernels {
-        &self.kernels
     }
 }
 
@@ -497,23 +504,13 @@ fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align:
             differ.join("; ")
         ));
     }
-    if l.in_channels != ds.channels {
-        return Err(format!("{name}: conv1.weight has {} input channel(s) but the {} data set has {}", l.in_channels, ds.name, ds.channels));
-    }
+    check_channels(&path, &l, ds)?;
     Ok((l, progress))
 }
 
 /// The whole `train` command. Returns the per-epoch reports.
 pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>, String> {
-    if cfg.epochs == 0 {
-        return Err("--epochs: must be at least 1".into());
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return Err(format!("--lr {}: expected a positive finite learning rate", cfg.lr));
-    }
-    if !(cfg.momentum.is_finite() && (0.0..1.0).contains(&cfg.momentum)) {
-        return Err(format!("--momentum {}: expected a value in [0, 1)", cfg.momentum));
-    }
+    cfg.validate()?;
     // Fail on an unwritable output before spending minutes training.
     for (flag, path) in [("--save", &cfg.save), ("--metrics", &cfg.metrics)] {
         if let Some(p) = path {
@@ -523,15 +520,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
     let init = match &cfg.init {
         Some(p) => {
             let l = checkpoint::load(p, gpu.storage_alignment())?;
-            if l.in_channels != ds.channels {
-                return Err(format!(
-                    "{}: conv1.weight has {} input channel(s) but the {} data set has {}",
-                    p.display(),
-                    l.in_channels,
-                    ds.name,
-                    ds.channels
-                ));
-            }
+            check_channels(p, &l, &ds)?;
             Some(l)
         }
         None => None,
@@ -738,15 +727,7 @@ pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), String> 
 /// The whole `eval` command.
 pub fn evaluate_checkpoint(gpu: &Gpu, ds: Dataset, checkpoint_path: &std::path::Path, batch_size: usize) -> Result<Totals, String> {
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
-    if l.in_channels != ds.channels {
-        return Err(format!(
-            "{}: conv1.weight has {} input channel(s) but the {} data set has {}",
-            checkpoint_path.display(),
-            l.in_channels,
-            ds.name,
-            ds.channels
-        ));
-    }
+    check_channels(checkpoint_path, &l, &ds)?;
     let engine = Engine::new(gpu, ds, batch_size, 0.0, 0.0, false)?;
     engine.upload_weights(&l.weights, None);
     let (t, preds) = engine.evaluate(true)?;

@@ -272,7 +272,7 @@ fn gemm_matches_reference_for_all_three_products_and_both_variants() {
                     // A and B with the slack the uniform variants' last windows need.
                     let pad = |v: &Vec<f32>| {
                         let mut p = v.clone();
-                        p.resize(v.len() + (gemm::A_SLACK_BYTES / 4) as usize, 0.0);
+                        p.resize(v.len() + (UNIFORM_SLACK_BYTES / 4) as usize, 0.0);
                         p
                     };
                     let (ab, bb, biasb, auxb, cb) = (upload(&pad(a)), upload(&pad(bm)), upload(&b), upload(&act_x), out(rows * cols));

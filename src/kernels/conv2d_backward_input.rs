@@ -1,7 +1,7 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
 use super::conv2d_forward::{co_tile, ConvShape, Input, Tiles};
-use super::{uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -71,19 +71,10 @@ impl Conv2dBackwardInput {
                 [groups, s.cin.div_ceil(self.tiles.co) as u32, n as u32],
             )
         };
-        match &self.windowed {
-            Some((kernel, per)) if dy.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES <= dy.buffer.size() => (0..batch)
-                .step_by(*per)
-                .map(|b0| {
-                    let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &dy.buffer,
-                        offset: dy.offset + b0 as u64 * image_bytes,
-                        size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
-                    });
-                    dispatch(kernel, b0, (*per).min(batch - b0), window)
-                })
-                .collect(),
-            _ => vec![dispatch(&self.kernel, 0, batch, dy.resource())],
+        let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(dy, batch, image_bytes, *per)?)));
+        match windows {
+            Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
+            None => vec![dispatch(&self.kernel, 0, batch, dy.resource())],
         }
     }
 }

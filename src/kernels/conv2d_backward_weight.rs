@@ -2,7 +2,7 @@
 //! chunks of the batch followed by a fixed-order reduction (no float atomics).
 
 use super::conv2d_forward::ConvShape;
-use super::{uniform_input, uniform_windows, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, uniform_input, uniform_windows, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -123,21 +123,17 @@ impl Conv2dBackwardWeight {
         let wg = Self::lanes_per_group(s, subgroup);
         let xy = [lanes.div_ceil(wg) as u32, s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32];
         let image_bytes = (4 * s.cin * s.h * s.w) as u64;
-        let partials = match &self.windowed {
-            // One image per chunk, so a window of images is a run of chunks.
-            Some((kernel, per)) if chunk == 1 && x.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES <= x.buffer.size() => (0..batch)
-                .step_by(*per)
-                .map(|b0| {
-                    let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &x.buffer,
-                        offset: x.offset + b0 as u64 * image_bytes,
-                        size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
-                    });
+        // One image per chunk, so a window of images is a run of chunks.
+        let windows = self.windowed.as_ref().filter(|_| chunk == 1).and_then(|(k, per)| Some((k, image_windows(x, batch, image_bytes, *per)?)));
+        let partials = match windows {
+            Some((kernel, ws)) => ws
+                .into_iter()
+                .map(|(b0, n, window)| {
                     let p = params(b0, b0);
-                    kernel.bind(gpu, &[p.as_entire_binding(), dy.resource(), window, sv.resource()], [xy[0], xy[1], (*per).min(batch - b0) as u32])
+                    kernel.bind(gpu, &[p.as_entire_binding(), dy.resource(), window, sv.resource()], [xy[0], xy[1], n as u32])
                 })
                 .collect(),
-            _ => {
+            None => {
                 let p = params(0, 0);
                 vec![self.partials.bind(gpu, &[p.as_entire_binding(), dy.resource(), x.resource(), sv.resource()], [xy[0], xy[1], chunks as u32])]
             }

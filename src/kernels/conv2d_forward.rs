@@ -1,6 +1,6 @@
 //! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
 
-use super::{uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 /// The shape of one convolution layer applied to a batch.
@@ -154,19 +154,10 @@ impl Conv2dForward {
                 [groups, s.cout.div_ceil(self.tiles.co) as u32, n as u32],
             )
         };
-        match &self.windowed {
-            Some((kernel, per)) if x.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES <= x.buffer.size() => (0..batch)
-                .step_by(*per)
-                .map(|b0| {
-                    let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &x.buffer,
-                        offset: x.offset + b0 as u64 * image_bytes,
-                        size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
-                    });
-                    dispatch(kernel, b0, (*per).min(batch - b0), window)
-                })
-                .collect(),
-            _ => vec![dispatch(&self.kernel, 0, batch, x.resource())],
+        let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(x, batch, image_bytes, *per)?)));
+        match windows {
+            Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
+            None => vec![dispatch(&self.kernel, 0, batch, x.resource())],
         }
     }
 }

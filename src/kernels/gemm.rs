@@ -1,7 +1,7 @@
 //! gemm: the three products of a linear layer (forward with fused bias/ReLU, input grad with the
 //! fused ReLU-backward mask, weight grad) as one strided, register-tiled kernel.
 
-use super::{gcd, Dispatch, Kernel, Slot, View};
+use super::{gcd, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 /// Which product of a linear layer y = x·Wᵀ + b (x [M,K], W [N,K], y [M,N]) to compute.
@@ -82,10 +82,6 @@ pub enum Variant {
     UniformAB,
 }
 
-/// Bytes of slack a buffer needs after its data to serve as the A operand of the uniform-A
-/// variant (its last window is bound at full size).
-pub const A_SLACK_BYTES: u64 = 65_536;
-
 pub struct Gemm {
     storage: Kernel,
     uniform_a: Option<Kernel>,
@@ -103,7 +99,7 @@ impl Gemm {
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
         );
-        let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(A_SLACK_BYTES) / 16 * 16;
+        let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(UNIFORM_SLACK_BYTES) / 16 * 16;
         let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
         let uniform_a = (window_bytes >= 4096).then(|| {
             Kernel::new(gpu, "gemm_uniform_a", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite])

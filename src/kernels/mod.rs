@@ -88,6 +88,27 @@ pub fn uniform_input(source: &str, name: &str, binding: u32, bytes: u64) -> Stri
         .replace(&access, &format!("fn {name}_at(i: u32) -> f32 {{ return {name}[i >> 2u][i & 3u]; }}"))
 }
 
+/// Uniform windows over `batch` images of `image_bytes` each, `per` images a window, starting
+/// at `view`: (first image, images in the window, the binding). None when the buffer lacks the
+/// room a full-size last window needs (then the caller uses its storage kernel).
+pub fn image_windows(view: &View, batch: usize, image_bytes: u64, per: usize) -> Option<Vec<(usize, usize, wgpu::BindingResource<'_>)>> {
+    if view.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES > view.buffer.size() {
+        return None;
+    }
+    let windows = (0..batch)
+        .step_by(per)
+        .map(|b0| {
+            let binding = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &view.buffer,
+                offset: view.offset + b0 as u64 * image_bytes,
+                size: wgpu::BufferSize::new(UNIFORM_SLACK_BYTES),
+            });
+            (b0, per.min(batch - b0), binding)
+        })
+        .collect();
+    Some(windows)
+}
+
 /// How to cut a run of equal items (images of a batch) into uniform windows: items per window,
 /// or None when one item is too big or no window start can be aligned.
 pub fn uniform_windows(gpu: &Gpu, item_bytes: usize) -> Option<usize> {

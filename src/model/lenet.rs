@@ -157,7 +157,7 @@ impl Activations {
         let s = |label: &str, n: usize| gpu.storage(label, n);
         // Buffers read through uniform windows (the GEMM's A operand, the conv inputs) get room
         // for a full last window.
-        let slack = (crate::kernels::gemm::A_SLACK_BYTES / 4) as usize;
+        let slack = (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize;
         let a = |label: &str, n: usize| gpu.storage(label, n + slack);
         Activations {
             x: a("x", b * cin * IMAGE * IMAGE),
