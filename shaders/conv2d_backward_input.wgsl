@@ -5,9 +5,12 @@
 // input pixels) of CI_TILE input channels and sums every (co, ky, kx) term that reaches them in
 // a fixed order, so there are no atomics and the result is bit-reproducible. Per (co, ky) it
 // loads the dy row segment those pixels see (4 * PXQ + KW - 1 values, zero outside the output)
-// once, and reuses it for CI_TILE * KW * PXQ vec4 multiply-adds. Input channels come from the workgroup id, so weight loads are
-// uniform, and they go through a uniform binding (about ten times cheaper per float than a
-// storage load on llvmpipe; the constant cache on GPUs). Shapes are override constants: constant loops, unrolled, arrays in registers.
+// once, and reuses it for CI_TILE * KW * PXQ vec4 multiply-adds. Input channels come from the
+// workgroup id, so every lane needs the same weights; they come through a uniform binding
+// (about ten times cheaper per float than a storage load on llvmpipe; the constant cache on
+// GPUs) and, where subgroups allow it, SHARE = 8 lanes load 8 different weights and pass them
+// round with subgroupShuffle (see conv2d_forward.wgsl). Shapes are override constants: constant
+// loops, unrolled, arrays in registers.
 
 override CIN: u32;
 override H: u32;
@@ -24,10 +27,11 @@ override GROUPS: u32 = (QUADS + PXQ - 1u) / PXQ;   // invocations per input row
 
 const MAX_SEG: u32 = 44u;
 const MAX_ACC: u32 = 32u;
+const MAX_WL: u32 = 13u;    // CI_TILE * KW / SHARE: 8 channels x width 13 / 8
 
-// The dispatch covers images b0 .. b0 + num_workgroups.z; `dy` is bound from image b0 on (the
-// whole batch, or a 64 KiB uniform window of it: see `dy_at`).
-struct Params { batch: u32, b0: u32, _p1: u32, _p2: u32 }
+// The dispatch covers images b0 .. b0 + images; `dy` is bound from image b0 on (the whole batch,
+// or a 64 KiB uniform window of it: see `dy_at`).
+struct Params { batch: u32, b0: u32, images: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Rewritten into a uniform window where uniform loads are cheap (see conv2d_forward.wgsl).
@@ -37,15 +41,27 @@ const WEIGHT_VEC4S: u32 = 1u;  // written in when the pipeline is built (see `wi
 @group(0) @binding(2) var<uniform> wt: array<vec4<f32>, WEIGHT_VEC4S>;
 
 fn weight(i: u32) -> f32 { return wt[i >> 2u][i & 3u]; }
+// Lanes that share their weight loads; `share(v, l)` is lane l's `v` (rewritten together).
+const SHARE: u32 = 1u;
+fn share(v: f32, lane: u32) -> f32 { return v; }
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tile = gid.x;
-    if (tile >= H * GROUPS) { return; }
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lane_id: u32,
+) {
+    // Invocations run over (image, input row, group of quads); with SHARE > 1 idle lanes of the
+    // last workgroup compute a clamped duplicate and write nothing (shuffles need them running).
+    let live = gid.x < p.images * H * GROUPS;
+    if (SHARE == 1u && !live) { return; }
+    let flat = min(gid.x, p.images * H * GROUPS - 1u);
+    let lane = lane_id % SHARE;
     let ci0 = wid.y * CI_TILE;
-    let b = wid.z;           // image within the bound dy
-    let bo = p.b0 + wid.z;   // image within the batch (the output)
+    let b = flat / (H * GROUPS);   // image within the bound dy
+    let bo = p.b0 + b;             // image within the batch (the output)
+    let tile = flat % (H * GROUPS);
     let iy = i32(tile / GROUPS);
     let ix0 = i32((tile % GROUPS) * PXQ * 4u);
 
@@ -62,10 +78,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
                 let ok = row_ok && ox >= 0 && ox < i32(OW);
                 seg[j] = select(0.0, dy_at(u32(row + clamp(ox, 0, i32(OW) - 1))), ok);
             }
+            // Shared: this (co, ky)'s weights, element e = t * KW + kx, lane l loading e = j * 8 + l.
+            var wl: array<f32, MAX_WL>;
+            for (var j = 0u; j < select(0u, (CI_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
+                let e = min(j * SHARE + lane, CI_TILE * KW - 1u);
+                wl[j] = weight(((co * CIN + min(ci0 + e / KW, CIN - 1u)) * KH + ky) * KW + e % KW);
+            }
             for (var t = 0u; t < CI_TILE; t++) {
-                let wrow = ((co * CIN + min(ci0 + t, CIN - 1u)) * KH + ky) * KW;
                 for (var kx = 0u; kx < KW; kx++) {
-                    let wv = weight(wrow + kx);
+                    var wv: f32;
+                    if (SHARE > 1u) {
+                        let e = t * KW + kx;
+                        wv = share(wl[e / SHARE], e % SHARE);
+                    } else {
+                        wv = weight(((co * CIN + min(ci0 + t, CIN - 1u)) * KH + ky) * KW + kx);
+                    }
                     for (var q = 0u; q < PXQ; q++) {
                         // Pixel ix0 + 4q + i reads dy at ox = ix0 + 4q + i - kx: seg[4q + i + KW - 1 - kx].
                         let s0 = 4u * q + KW - 1u - kx;
@@ -77,7 +104,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     for (var t = 0u; t < CI_TILE; t++) {
         let ci = ci0 + t;
-        if (ci >= CIN) { break; }
+        if (ci >= CIN || !live) { break; }
         let out = ((bo * CIN + ci) * H + u32(iy)) * W;
         for (var q = 0u; q < PXQ; q++) {
             for (var j = 0u; j < 4u; j++) {

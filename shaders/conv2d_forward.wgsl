@@ -5,10 +5,14 @@
 // trip count and the shader compiler unrolls it and keeps the small arrays in registers.
 // One invocation computes PXQ quads (4 * PXQ horizontally adjacent output pixels) for CO_TILE
 // output channels: the input row segment (4 * PXQ + KW - 1 values) is loaded once per (ci, ky)
-// and reused for CO_TILE * KW * PXQ vec4 multiply-adds, and each weight for PXQ of them. Output channels come from the workgroup id, so every weight load
-// has the same address in all lanes. Weights and bias are read through uniform bindings: on
-// llvmpipe a uniform vec4 load costs about a tenth of a storage load per float (measured by
-// examples/loadcost.rs); on GPUs it is the constant cache.
+// and reused for CO_TILE * KW * PXQ vec4 multiply-adds, and each weight for PXQ of them.
+// Output channels come from the workgroup id, so every lane needs the same weights. Weights and
+// bias are read through uniform bindings: on llvmpipe a uniform vec4 load costs about a tenth of
+// a storage load per float (measured by examples/loadcost.rs); on GPUs it is the constant cache.
+// llvmpipe still loads a uniform address once per lane, so where subgroups allow it the Rust
+// side sets SHARE = 8 (see `kernels::share_across_subgroup`): the 8 lanes of a subgroup load 8
+// different weights and pass them round with subgroupShuffle, one load per 8 weights
+// (conv1 forward 1.5x faster on lavapipe). With SHARE = 1 each lane loads every weight itself.
 
 override CIN: u32;
 override H: u32;
@@ -26,10 +30,11 @@ override GROUPS: u32 = (QUADS + PXQ - 1u) / PXQ;   // invocations per output row
 
 const MAX_SEG: u32 = 44u;  // 4 * 8 outputs + kernel width up to 13 - 1
 const MAX_ACC: u32 = 32u;
+const MAX_WL: u32 = 13u;    // CO_TILE * KW / SHARE: 8 channels x width 13 / 8
 
-// The dispatch covers images b0 .. b0 + num_workgroups.z of the batch; `x` is bound from image
-// b0 on (the whole batch, or a 64 KiB uniform window of it: see `x_at`).
-struct Params { batch: u32, b0: u32, _p1: u32, _p2: u32 }
+// The dispatch covers images b0 .. b0 + images of the batch; `x` is bound from image b0 on (the
+// whole batch, or a 64 KiB uniform window of it: see `x_at`).
+struct Params { batch: u32, b0: u32, images: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // The input. Where the adapter makes uniform loads cheap (llvmpipe: ~0.4 ns per float against
@@ -45,15 +50,28 @@ const BIAS_VEC4S: u32 = 1u;
 
 fn weight(i: u32) -> f32 { return wt[i >> 2u][i & 3u]; }
 fn bias_of(i: u32) -> f32 { return bias[i >> 2u][i & 3u]; }
+// Lanes that share their weight loads; `share(v, l)` is lane l's `v` (rewritten together).
+const SHARE: u32 = 1u;
+fn share(v: f32, lane: u32) -> f32 { return v; }
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tile = gid.x;
-    if (tile >= OH * GROUPS) { return; }
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lane_id: u32,
+) {
+    // Invocations run over (image, output row, group of quads) of the dispatch's images, so only
+    // the last workgroup has idle lanes. With SHARE > 1 those compute a clamped duplicate and
+    // write nothing: a shuffle reads from lanes that must be running.
+    let live = gid.x < p.images * OH * GROUPS;
+    if (SHARE == 1u && !live) { return; }
+    let flat = min(gid.x, p.images * OH * GROUPS - 1u);
+    let lane = lane_id % SHARE;
     let co0 = wid.y * CO_TILE;
-    let b = wid.z;           // image within the bound input
-    let bo = p.b0 + wid.z;   // image within the batch (the output)
+    let b = flat / (OH * GROUPS);   // image within the bound input
+    let bo = p.b0 + b;              // image within the batch (the output)
+    let tile = flat % (OH * GROUPS);
     let oy = tile / GROUPS;
     let ox0 = (tile % GROUPS) * PXQ * 4u;
 
@@ -72,10 +90,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
                 // Past the row's end only for outputs that are masked off below.
                 seg[j] = x_at(row + min(ox0 + j, W - 1u));
             }
+            // Shared: this (ci, ky)'s weights, element e = t * KW + kx, lane l loading e = j * 8 + l.
+            var wl: array<f32, MAX_WL>;
+            for (var j = 0u; j < select(0u, (CO_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
+                let e = min(j * SHARE + lane, CO_TILE * KW - 1u);
+                wl[j] = weight(((min(co0 + e / KW, COUT - 1u) * CIN + ci) * KH + ky) * KW + e % KW);
+            }
             for (var t = 0u; t < CO_TILE; t++) {
-                let wrow = ((min(co0 + t, COUT - 1u) * CIN + ci) * KH + ky) * KW;
                 for (var kx = 0u; kx < KW; kx++) {
-                    let wv = weight(wrow + kx);
+                    var wv: f32;
+                    if (SHARE > 1u) {
+                        let e = t * KW + kx;
+                        wv = share(wl[e / SHARE], e % SHARE);
+                    } else {
+                        wv = weight(((min(co0 + t, COUT - 1u) * CIN + ci) * KH + ky) * KW + kx);
+                    }
                     for (var q = 0u; q < PXQ; q++) {
                         let s0 = 4u * q + kx;
                         acc[t * PXQ + q] += wv * vec4<f32>(seg[s0], seg[s0 + 1u], seg[s0 + 2u], seg[s0 + 3u]);
@@ -86,7 +115,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     for (var t = 0u; t < CO_TILE; t++) {
         let co = co0 + t;
-        if (co >= COUT) { break; }
+        if (co >= COUT || !live) { break; }
         let out = ((bo * COUT + co) * OH + oy) * OW;
         for (var q = 0u; q < PXQ; q++) {
             var v = acc[t * PXQ + q];

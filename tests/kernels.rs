@@ -14,7 +14,7 @@ use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
 use gpu_lenet::kernels::relu::{self, Relu};
 use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum};
 use gpu_lenet::kernels::softmax_cross_entropy::{self, SoftmaxCrossEntropy, METRICS_WORDS};
-use gpu_lenet::kernels::{bias_grad, bias_grad::BiasGrad, run_all, tolerance, StepTable, View, UNIFORM_SLACK_BYTES};
+use gpu_lenet::kernels::{bias_grad, bias_grad::BiasGrad, run_all, subgroup_sharing, tolerance, StepTable, View, UNIFORM_SLACK_BYTES};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -38,10 +38,15 @@ fn v(b: &wgpu::Buffer) -> View {
 /// Register tilings to test besides each kernel's default: one channel and one quad, and wide
 /// tiles that overhang the row and the channel count.
 /// (Each tiling is its own pipeline to compile, so the extra ones run on a few shapes only.)
-fn tilings(s: &ConvShape, channels: usize) -> Vec<Option<Tiles>> {
-    let mut t = vec![None];
+/// Each with the adapter's default for sharing weight loads across a subgroup; where the adapter
+/// can share, the default tiling also runs without sharing (the kernel other adapters get).
+fn tilings(s: &ConvShape, channels: usize) -> Vec<(Option<Tiles>, Option<bool>)> {
+    let mut t = vec![(None, None)];
+    if subgroup_sharing(gpu(), 64) {
+        t.push((Some(Tiles { co: channels.min(8), quads: 1 }), Some(false)));
+    }
     if s.batch == 2 || s.batch == 3 || (s.batch == 64 && s.cin == 3) {
-        t.extend([Some(Tiles { co: 1, quads: 1 }), Some(Tiles { co: channels.min(3), quads: 8 }), Some(Tiles { co: channels.min(5), quads: 3 })]);
+        t.extend([Tiles { co: 1, quads: 1 }, Tiles { co: channels.min(3), quads: 8 }, Tiles { co: channels.min(5), quads: 3 }].map(|t| (Some(t), None)));
     }
     t
 }
@@ -51,11 +56,13 @@ fn conv2d_forward_matches_reference() {
     let g = gpu();
     for s in conv_shapes() {
         for relu in [true, false] {
-            for tiles in tilings(&s, s.cout) {
-                let k = match tiles {
-                    Some(t) => Conv2dForward::with_tiles(g, s, relu, t),
-                    None => Conv2dForward::new(g, s, relu),
+            for (tiles, share) in tilings(&s, s.cout) {
+                let k = match (tiles, share) {
+                    (Some(t), Some(share)) => Conv2dForward::with_options(g, s, relu, t, share),
+                    (Some(t), None) => Conv2dForward::with_tiles(g, s, relu, t),
+                    (None, _) => Conv2dForward::new(g, s, relu),
                 };
+                let share = k.shares_weights();
                 for seed in SEEDS {
                     let mut r = Rng(seed * 1000 + s.batch as u64);
                     let x = r.vec(s.input_len(), -1.0, 1.0);
@@ -72,7 +79,7 @@ fn conv2d_forward_matches_reference() {
                             assert!(ds.len() > 1, "several windows expected for {s:?}");
                         }
                         run_all(g, &ds.iter().collect::<Vec<_>>());
-                        let what = format!("conv2d_forward {s:?} relu={relu} tiles={tiles:?} seed={seed} slack={slack}");
+                        let what = format!("conv2d_forward {s:?} relu={relu} tiles={tiles:?} shared={share} seed={seed} slack={slack}");
                         assert_close(&what, &read(&yb), &want, tolerance(s.cin * s.kh * s.kw));
                     }
                 }
@@ -85,11 +92,13 @@ fn conv2d_forward_matches_reference() {
 fn conv2d_backward_input_matches_reference() {
     let g = gpu();
     for s in conv_shapes() {
-        for tiles in tilings(&s, s.cin) {
-            let k = match tiles {
-                Some(t) => Conv2dBackwardInput::with_tiles(g, s, t),
-                None => Conv2dBackwardInput::new(g, s),
+        for (tiles, share) in tilings(&s, s.cin) {
+            let k = match (tiles, share) {
+                (Some(t), Some(share)) => Conv2dBackwardInput::with_options(g, s, t, share),
+                (Some(t), None) => Conv2dBackwardInput::with_tiles(g, s, t),
+                (None, _) => Conv2dBackwardInput::new(g, s),
             };
+            let share = k.shares_weights();
             for seed in SEEDS {
                 let mut r = Rng(seed * 7 + s.batch as u64);
                 let dy = r.vec(s.output_len(), -1.0, 1.0);
@@ -104,7 +113,7 @@ fn conv2d_backward_input_matches_reference() {
                         assert!(ds.len() > 1, "several windows expected for {s:?}");
                     }
                     run_all(g, &ds.iter().collect::<Vec<_>>());
-                    let what = format!("conv2d_backward_input {s:?} tiles={tiles:?} seed={seed} slack={slack}");
+                    let what = format!("conv2d_backward_input {s:?} tiles={tiles:?} shared={share} seed={seed} slack={slack}");
                     assert_close(&what, &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
                 }
             }

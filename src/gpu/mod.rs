@@ -145,6 +145,21 @@ pub struct Gpu {
     errors: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// A wgpu error as one readable message: wgpu's `Display` gives only the outermost line
+/// ("Validation Error"); the causes below it say what was wrong.
+fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(text.trim())) {
+            parts.push(text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "));
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
 impl Gpu {
     /// Chooses the adapter and opens a device with the adapter's own limits (the defaults are too
     /// small for the data set binding and the number of storage buffers some kernels bind).
@@ -210,7 +225,7 @@ impl Gpu {
         device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
             let msg = match &e {
                 wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory (try a smaller --batch-size)".to_string(),
-                other => format!("GPU error: {}", other.to_string().lines().next().unwrap_or("unknown")),
+                other => format!("GPU error: {}", describe_error(other)),
             };
             record(&e1, msg);
         }));

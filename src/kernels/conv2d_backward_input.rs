@@ -1,7 +1,7 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
 use super::conv2d_forward::{co_tile, ConvShape, Input, Tiles};
-use super::{image_windows, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -10,7 +10,9 @@ pub struct Params {
     pub batch: u32,
     /// First image of this dispatch.
     pub b0: u32,
-    pub _pad: [u32; 2],
+    /// Images this dispatch covers.
+    pub images: u32,
+    pub _pad: u32,
 }
 
 /// An input-gradient pipeline specialised to one layer's shape (any batch size).
@@ -20,6 +22,7 @@ pub struct Conv2dBackwardInput {
     windowed: Option<(Kernel, usize)>,
     shape: ConvShape,
     tiles: Tiles,
+    shared: bool,
 }
 
 impl Conv2dBackwardInput {
@@ -32,9 +35,17 @@ impl Conv2dBackwardInput {
 
     /// With an explicit register tiling (`tiles.co` counts input channels here).
     pub fn with_tiles(gpu: &Gpu, s: ConvShape, tiles: Tiles) -> Self {
+        Self::with_options(gpu, s, tiles, subgroup_sharing(gpu, 64))
+    }
+
+    /// With an explicit tiling and the choice whether the lanes of a subgroup share their weight
+    /// loads (tests run both; sharing needs [`subgroup_sharing`]).
+    pub fn with_options(gpu: &Gpu, s: ConvShape, tiles: Tiles, share_weights: bool) -> Self {
+        assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
         assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
+        let src = if share_weights { share_across_subgroup(&src) } else { src };
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]);
         let build = |name: &'static str, src: &str, dy_slot: Slot| {
             Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, dy_slot, Slot::Uniform, Slot::ReadWrite], &constants)
@@ -44,7 +55,12 @@ impl Conv2dBackwardInput {
             let src = uniform_input(&src, "dy", 1, UNIFORM_SLACK_BYTES);
             (build("conv2d_backward_input.uniform_dy", &src, Slot::Uniform), per)
         });
-        Conv2dBackwardInput { kernel, windowed, shape: s, tiles }
+        Conv2dBackwardInput { kernel, windowed, shape: s, tiles, shared: share_weights }
+    }
+
+    /// Whether the lanes of a subgroup share their weight loads.
+    pub fn shares_weights(&self) -> bool {
+        self.shared
     }
 
     /// The input variant `bind` uses on this adapter.
@@ -62,13 +78,13 @@ impl Conv2dBackwardInput {
         let s = self.shape;
         let wv = w.uniform_vec4s();
         let image_bytes = (4 * s.cout * s.oh() * s.ow()) as u64;
-        let groups = (s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads)).div_ceil(64) as u32;
+        let per_image = s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads);
         let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| {
-            let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, _pad: [0; 2] });
+            let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
             kernel.bind(
                 gpu,
                 &[params.as_entire_binding(), dyr, wv.resource(), dx.resource()],
-                [groups, s.cin.div_ceil(self.tiles.co) as u32, n as u32],
+                [(n * per_image).div_ceil(64) as u32, s.cin.div_ceil(self.tiles.co) as u32, 1],
             )
         };
         let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(dy, batch, image_bytes, *per)?)));

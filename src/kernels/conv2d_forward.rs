@@ -1,6 +1,6 @@
 //! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
 
-use super::{image_windows, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 /// The shape of one convolution layer applied to a batch.
@@ -53,7 +53,9 @@ pub struct Params {
     pub batch: u32,
     /// First image of this dispatch (a uniform window of the input starts there).
     pub b0: u32,
-    pub _pad: [u32; 2],
+    /// Images this dispatch covers.
+    pub images: u32,
+    pub _pad: u32,
 }
 
 /// Output channels one invocation computes (the shader holds at most 8).
@@ -100,6 +102,7 @@ pub struct Conv2dForward {
     windowed: Option<(Kernel, usize)>,
     shape: ConvShape,
     tiles: Tiles,
+    shared: bool,
 }
 
 impl Conv2dForward {
@@ -110,10 +113,18 @@ impl Conv2dForward {
 
     /// With an explicit register tiling (tests and tuning).
     pub fn with_tiles(gpu: &Gpu, s: ConvShape, relu: bool, tiles: Tiles) -> Self {
+        Self::with_options(gpu, s, relu, tiles, subgroup_sharing(gpu, 64))
+    }
+
+    /// With an explicit tiling and the choice whether the lanes of a subgroup share their weight
+    /// loads (tests run both; sharing needs [`subgroup_sharing`]).
+    pub fn with_options(gpu: &Gpu, s: ConvShape, relu: bool, tiles: Tiles, share_weights: bool) -> Self {
+        assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         assert!(s.kw <= 13, "conv2d_forward supports kernel widths up to 13");
         assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = include_str!("../../shaders/conv2d_forward.wgsl");
         let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
+        let src = if share_weights { share_across_subgroup(&src) } else { src };
         let constants = s.constants(&[("CO_TILE", tiles.co), ("PXQ", tiles.quads), ("RELU", relu as usize)]);
         let build = |name: &'static str, src: &str, x_slot: Slot| {
             Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &constants)
@@ -124,7 +135,12 @@ impl Conv2dForward {
             let src = uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES);
             (build("conv2d_forward.uniform_x", &src, Slot::Uniform), per)
         });
-        Conv2dForward { kernel, windowed, shape: s, tiles }
+        Conv2dForward { kernel, windowed, shape: s, tiles, shared: share_weights }
+    }
+
+    /// Whether the lanes of a subgroup share their weight loads (see [`subgroup_sharing`]).
+    pub fn shares_weights(&self) -> bool {
+        self.shared
     }
 
     /// The input variant `bind` uses on this adapter.
@@ -142,16 +158,15 @@ impl Conv2dForward {
     /// the slack; otherwise the storage kernel, one dispatch).
     pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Vec<Dispatch> {
         let s = self.shape;
-        let per_row = s.ow().div_ceil(4).div_ceil(self.tiles.quads);
-        let groups = (s.oh() * per_row).div_ceil(64) as u32;
+        let per_image = s.oh() * s.ow().div_ceil(4).div_ceil(self.tiles.quads);
         let (wv, bv) = (w.uniform_vec4s(), b.uniform_vec4s());
         let image_bytes = (4 * s.cin * s.h * s.w) as u64;
         let dispatch = |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
-            let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, b0: b0 as u32, _pad: [0; 2] });
+            let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
             kernel.bind(
                 gpu,
                 &[params.as_entire_binding(), xr, wv.resource(), bv.resource(), y.resource()],
-                [groups, s.cout.div_ceil(self.tiles.co) as u32, n as u32],
+                [(n * per_image).div_ceil(64) as u32, s.cout.div_ceil(self.tiles.co) as u32, 1],
             )
         };
         let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(x, batch, image_bytes, *per)?)));

@@ -135,6 +135,38 @@ pub fn with_const(source: &str, name: &str, value: usize) -> String {
     source.replace(&from, &format!("const {name}: u32 = {value}u;"))
 }
 
+/// Whether kernels may share loads across the lanes of a subgroup in `wg`-wide workgroups:
+/// the adapter has subgroup operations in compute shaders, every subgroup has a multiple of 8
+/// lanes and whole subgroups fill the workgroup. `GPU_LENET_NO_SUBGROUPS` turns it off (tests of
+/// the plain kernels, adapters where it measures slower).
+pub fn subgroup_sharing(gpu: &Gpu, wg: usize) -> bool {
+    let (lo, hi) = (gpu.info.subgroup_min_size as usize, gpu.info.subgroup_max_size as usize);
+    gpu.features.contains(wgpu::Features::SUBGROUP)
+        && lo >= 8
+        && lo % 8 == 0
+        && hi <= wg
+        && wg % hi == 0
+        && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none()
+}
+
+/// Rewrites a kernel written with `const SHARE: u32 = 1u;`, `fn share(v: f32, lane: u32) -> f32
+/// { return v; }` and a `@builtin(local_invocation_index) lane_id: u32` parameter into the
+/// version whose 8 lanes share loads: SHARE = 8, `share` a subgroupShuffle and `lane_id` the
+/// subgroup lane. Only where [`subgroup_sharing`] holds.
+pub fn share_across_subgroup(source: &str) -> String {
+    let swaps = [
+        ("const SHARE: u32 = 1u;", "const SHARE: u32 = 8u;"),
+        ("fn share(v: f32, lane: u32) -> f32 { return v; }", "fn share(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }"),
+        ("@builtin(local_invocation_index) lane_id: u32", "@builtin(subgroup_invocation_id) lane_id: u32"),
+    ];
+    let mut out = source.to_string();
+    for (from, to) in swaps {
+        assert!(out.contains(from), "shader lacks `{from}`");
+        out = out.replace(from, to);
+    }
+    out
+}
+
 /// A compiled compute pipeline and its bind-group layout.
 pub struct Kernel {
     pub name: &'static str,
