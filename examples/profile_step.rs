@@ -13,6 +13,18 @@ fn main() {
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);
     let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
+    // PROFILE_STAGE=name PROFILE_SECONDS=n: run that stage's dispatches in a loop (for `perf`).
+    if let Ok(stage) = std::env::var("PROFILE_STAGE") {
+        let secs: u64 = std::env::var("PROFILE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+        let st = s.forward.iter().chain(&s.backward).find(|st| st.name == stage).expect("no such stage");
+        eprintln!("pid {}", std::process::id());
+        let end = Instant::now() + std::time::Duration::from_secs(secs);
+        while Instant::now() < end {
+            gpu_lenet::kernels::run_all(&gpu, &st.dispatches.iter().collect::<Vec<_>>());
+            gpu.wait_idle().unwrap();
+        }
+        return;
+    }
     for d in s.forward.iter().chain(&s.backward).flat_map(|st| &st.dispatches) {
         d.run(&gpu);
         gpu.wait_idle().unwrap();

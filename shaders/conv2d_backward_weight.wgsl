@@ -24,12 +24,14 @@ override NOUT: u32 = NW + COUT;
 
 const MAX_K: u32 = 16u;
 
-// Workgroup z is chunk c0 + z; `x` is bound from image x_b0 on (the whole batch, or a 64 KiB
-// uniform window of it where uniform loads are cheap: see `x_at` and conv2d_forward.wgsl).
+// Workgroup z is chunk c0 + z; `x` and `dy` are bound from image x_b0 on (the whole batch, or
+// 64 KiB uniform windows of them where uniform loads are cheap: see `x_at`, `dy_at` and
+// conv2d_forward.wgsl).
 struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
+fn dy_at(i: u32) -> f32 { return dy[i]; }
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 fn x_at(i: u32) -> f32 { return x[i]; }
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
@@ -45,9 +47,9 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     if (lane == CIN * KH) {
         var s = 0.0;
         for (var b = b0; b < b1; b++) {
-            let base = (b * COUT + co) * OH * OW;
+            let base = ((b - p.x_b0) * COUT + co) * OH * OW;
             for (var i = 0u; i < OH * OW; i++) {
-                s += dy[base + i];
+                s += dy_at(base + i);
             }
         }
         partial[c * NOUT + NW + co] = s;
@@ -59,14 +61,14 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     for (var b = b0; b < b1; b++) {
         for (var oy = 0u; oy < OH; oy++) {
             let xrow = (((b - p.x_b0) * CIN + ci) * H + oy + ky) * W;
-            let drow = ((b * COUT + co) * OH + oy) * OW;
+            let drow = (((b - p.x_b0) * COUT + co) * OH + oy) * OW;
             var win: array<f32, MAX_K>;
             for (var kx = 0u; kx + 1u < KW; kx++) {
                 win[kx] = x_at(xrow + kx);
             }
             for (var ox = 0u; ox < OW; ox++) {
                 win[KW - 1u] = x_at(xrow + ox + KW - 1u);
-                let g = dy[drow + ox];
+                let g = dy_at(drow + ox);
                 for (var kx = 0u; kx < KW; kx++) {
                     acc[kx] += g * win[kx];
                 }

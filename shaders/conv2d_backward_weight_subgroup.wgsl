@@ -28,12 +28,14 @@ override CO_TILE: u32 = 1u;   // output channels per workgroup, at most 8
 const MAX_K: u32 = 16u;
 const MAX_CO: u32 = 8u;
 
-// Workgroup z is chunk c0 + z; `x` is bound from image x_b0 on (the whole batch, or a 64 KiB
-// uniform window of it where uniform loads are cheap: see `x_at` and conv2d_forward.wgsl).
+// Workgroup z is chunk c0 + z; `x` and `dy` are bound from image x_b0 on (the whole batch, or
+// 64 KiB uniform windows of them where uniform loads are cheap: see `x_at`, `dy_at` and
+// conv2d_forward.wgsl; on llvmpipe a storage load in this loop cost half the kernel's time).
 struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
+fn dy_at(i: u32) -> f32 { return dy[i]; }
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 fn x_at(i: u32) -> f32 { return x[i]; }
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
@@ -64,14 +66,16 @@ fn partials(
                 win[kx] = x_at(xrow + kx);
             }
             for (var ox0 = 0u; ox0 < OW; ox0 += 8u) {
+                // Always 8 pixels, so the loop below unrolls and every shuffle reads a constant
+                // lane (a broadcast); pixels past the row's end get dy = 0 and add nothing.
                 var dv: array<f32, MAX_CO>;
+                let in_row = ox0 + s8 < OW;
                 for (var t = 0u; t < CO_TILE; t++) {
                     let co = min(co0 + t, COUT - 1u);
-                    dv[t] = dy[((b * COUT + co) * OH + oy) * OW + min(ox0 + s8, OW - 1u)];
+                    dv[t] = select(0.0, dy_at((((b - p.x_b0) * COUT + co) * OH + oy) * OW + min(ox0 + s8, OW - 1u)), in_row);
                 }
-                let n = min(8u, OW - ox0);
-                for (var u = 0u; u < n; u++) {
-                    win[KW - 1u] = x_at(xrow + ox0 + u + KW - 1u);
+                for (var u = 0u; u < 8u; u++) {
+                    win[KW - 1u] = x_at(xrow + min(ox0 + u + KW - 1u, W - 1u));
                     for (var t = 0u; t < CO_TILE; t++) {
                         let g = subgroupShuffle(dv[t], u);
                         for (var kx = 0u; kx < KW; kx++) {

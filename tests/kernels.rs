@@ -125,25 +125,29 @@ fn conv2d_backward_input_matches_reference() {
 fn conv2d_backward_weight_matches_reference() {
     let g = gpu();
     for s in conv_shapes() {
-        let k = Conv2dBackwardWeight::new(g, s);
-        for seed in SEEDS {
+        let mut variants = vec![Conv2dBackwardWeight::new(g, s)];
+        if Conv2dBackwardWeight::subgroups_usable(g) && s.batch >= 13 {
+            variants.push(Conv2dBackwardWeight::with_options(g, s, false));
+        }
+        for (k, seed) in variants.iter().flat_map(|k| SEEDS.map(|seed| (k, seed))) {
             let mut r = Rng(seed * 13 + s.batch as u64);
             let dy = r.vec(s.output_len(), -1.0, 1.0);
             let x = r.vec(s.input_len(), -1.0, 1.0);
             let (dw, db) = conv2d_backward_weight::reference(s, &dy, &x);
             let n = s.batch * s.oh() * s.ow();
-            // Without slack after x the storage kernel runs; with it, uniform windows of x.
+            // Without slack after x and dy the storage kernel runs; with it, uniform windows.
             for slack in [0, UNIFORM_SLACK_BYTES as usize / 4] {
-                let mut xs = x.clone();
+                let (mut xs, mut dys) = (x.clone(), dy.clone());
                 xs.resize(x.len() + slack, 0.0);
-                let (dyb, xb, dwb, dbb) = (upload(&dy), upload(&xs), out(s.weight_len()), out(s.cout));
+                dys.resize(dy.len() + slack, 0.0);
+                let (dyb, xb, dwb, dbb) = (upload(&dys), upload(&xs), out(s.weight_len()), out(s.cout));
                 let d = k.bind(g, s.batch, &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb));
                 if slack > 0 && k.input() == Input::UniformWindows && s.batch > 16 {
                     assert!(d.partials.len() > 1, "several windows expected for {s:?}");
                 }
                 let all: Vec<_> = d.partials.iter().chain([&d.reduce]).collect();
                 run_all(g, &all);
-                let what = format!("conv2d_backward_weight {s:?} seed={seed} slack={slack}");
+                let what = format!("conv2d_backward_weight {s:?} {} seed={seed} slack={slack}", k.variant());
                 assert_close(&format!("{what} dw"), &read(&dwb), &dw, tolerance(n));
                 assert_close(&format!("{what} db"), &read(&dbb), &db, tolerance(n));
             }

@@ -2,7 +2,7 @@
 //! chunks of the batch followed by a fixed-order reduction (no float atomics).
 
 use super::conv2d_forward::ConvShape;
-use super::{image_windows, uniform_input, uniform_windows, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, shared_uniform_windows, uniform_input, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -27,7 +27,8 @@ pub fn chunking(batch: usize) -> (usize, usize) {
 /// A weight-gradient pipeline pair specialised to one layer's shape (any batch size).
 pub struct Conv2dBackwardWeight {
     partials: Kernel,
-    /// The partials kernel reading x through uniform windows, with the images per window.
+    /// The partials kernel reading x and dy through uniform windows, with the images per window
+    /// (llvmpipe: a storage load of dy in the inner loop was half of the kernel's time).
     windowed: Option<(Kernel, usize)>,
     reduce: Kernel,
     shape: ConvShape,
@@ -44,24 +45,30 @@ pub struct BackwardWeightDispatch {
 impl Conv2dBackwardWeight {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
+        Self::with_options(gpu, s, Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none())
+    }
+
+    /// With the choice of the subgroup variant of the partials pass (tests run both; it needs
+    /// [`Conv2dBackwardWeight::subgroups_usable`]).
+    pub fn with_options(gpu: &Gpu, s: ConvShape, subgroup: bool) -> Self {
         assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
+        assert!(!subgroup || Self::subgroups_usable(gpu), "this adapter cannot run the subgroup variant");
         let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
         let constants = s.constants(&[]);
-        let subgroup = Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none();
         let (name, windowed_name, psrc, pconsts) = if subgroup {
             (
                 "conv2d_backward_weight.partials_subgroup",
-                "conv2d_backward_weight.partials_subgroup.uniform_x",
+                "conv2d_backward_weight.partials_subgroup.uniform_x_dy",
                 include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl"),
                 s.constants(&[("WG", Self::lanes_per_group(s, true)), ("CO_TILE", Self::co_tile(s, true))]),
             )
         } else {
-            ("conv2d_backward_weight.partials", "conv2d_backward_weight.partials.uniform_x", src, constants.clone())
+            ("conv2d_backward_weight.partials", "conv2d_backward_weight.partials.uniform_x_dy", src, constants.clone())
         };
         let partials = Kernel::with_constants(gpu, name, psrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite], &pconsts);
-        let windowed = uniform_windows(gpu, 4 * s.cin * s.h * s.w).map(|per| {
-            let wsrc = uniform_input(psrc, "x", 2, UNIFORM_SLACK_BYTES);
-            (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Uniform, Slot::ReadWrite], &pconsts), per)
+        let windowed = shared_uniform_windows(gpu, &[4 * s.cin * s.h * s.w, 4 * s.cout * s.oh() * s.ow()]).map(|per| {
+            let wsrc = uniform_input(&uniform_input(psrc, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
+            (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &pconsts), per)
         });
         let reduce = Kernel::with_constants(
             gpu,
@@ -122,15 +129,19 @@ impl Conv2dBackwardWeight {
         let lanes = s.cin * s.kh + (!subgroup) as usize;
         let wg = Self::lanes_per_group(s, subgroup);
         let xy = [lanes.div_ceil(wg) as u32, s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32];
-        let image_bytes = (4 * s.cin * s.h * s.w) as u64;
-        // One image per chunk, so a window of images is a run of chunks.
-        let windows = self.windowed.as_ref().filter(|_| chunk == 1).and_then(|(k, per)| Some((k, image_windows(x, batch, image_bytes, *per)?)));
+        let (x_bytes, dy_bytes) = ((4 * s.cin * s.h * s.w) as u64, (4 * s.cout * s.oh() * s.ow()) as u64);
+        // One image per chunk, so a window of images is a run of chunks; x's and dy's windows
+        // cover the same images.
+        let windows = self.windowed.as_ref().filter(|_| chunk == 1).and_then(|(k, per)| {
+            Some((k, image_windows(x, batch, x_bytes, *per)?, image_windows(dy, batch, dy_bytes, *per)?))
+        });
         let partials = match windows {
-            Some((kernel, ws)) => ws
+            Some((kernel, xs, dys)) => xs
                 .into_iter()
-                .map(|(b0, n, window)| {
+                .zip(dys)
+                .map(|((b0, n, xw), (_, _, dyw))| {
                     let p = params(b0, b0);
-                    kernel.bind(gpu, &[p.as_entire_binding(), dy.resource(), window, sv.resource()], [xy[0], xy[1], n as u32])
+                    kernel.bind(gpu, &[p.as_entire_binding(), dyw, xw, sv.resource()], [xy[0], xy[1], n as u32])
                 })
                 .collect(),
             None => {

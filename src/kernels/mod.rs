@@ -119,6 +119,21 @@ pub fn uniform_windows(gpu: &Gpu, item_bytes: usize) -> Option<usize> {
     (per > 0 && std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_none()).then_some(per)
 }
 
+/// Like [`uniform_windows`] for a kernel that reads several per-image tensors through windows
+/// over the same images: the images per window that fit every one of them, at offsets every
+/// one of them can be bound at.
+pub fn shared_uniform_windows(gpu: &Gpu, item_bytes: &[usize]) -> Option<usize> {
+    let window = (gpu.limits.max_uniform_buffer_binding_size as usize).min(UNIFORM_SLACK_BYTES as usize);
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+    let step = item_bytes.iter().fold(1, |acc, &b| {
+        let s = align / gcd(b, align);
+        acc / gcd(acc, s) * s
+    });
+    let largest = item_bytes.iter().copied().max()?;
+    let per = (window / largest) / step * step;
+    (per > 0 && std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_none()).then_some(per)
+}
+
 pub(crate) fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a

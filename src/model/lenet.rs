@@ -155,8 +155,8 @@ impl Activations {
     fn new(gpu: &Gpu, batch: usize, cin: usize) -> Self {
         let b = batch;
         let s = |label: &str, n: usize| gpu.storage(label, n);
-        // Buffers read through uniform windows (the GEMM's A operand, the conv inputs) get room
-        // for a full last window.
+        // Buffers read through uniform windows (the GEMM's operands, the conv inputs, the conv
+        // output grads) get room for a full last window.
         let slack = (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize;
         let a = |label: &str, n: usize| gpu.storage(label, n + slack);
         Activations {
@@ -177,7 +177,7 @@ impl Activations {
             d_p2: s("d_p2", b * 400),
             d_a2: a("d_a2", b * 16 * 10 * 10),
             d_p1: s("d_p1", b * 6 * 14 * 14),
-            d_a1: s("d_a1", b * 6 * 28 * 28),
+            d_a1: a("d_a1", b * 6 * 28 * 28),
         }
     }
 }
