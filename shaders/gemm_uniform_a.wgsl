@@ -7,13 +7,16 @@
 // is read from storage: per k, 4 storage loads feed 32 multiply-adds (gemm.wgsl: 8 for 16).
 // A uniform binding holds at most 64 KiB, so the Rust side splits A into windows, one dispatch
 // each: over output rows (forward, input grad) or over the reduction (weight grad, where
-// later windows accumulate into C in a fixed order, keeping results reproducible).
+// later windows accumulate into C in a fixed order, keeping results reproducible). Where B is
+// a uniform window too but does not fit one (fc1's weights), B is split as well: over output
+// columns (forward) or over the reduction (input grad, accumulating like the weight grad).
 
 struct Params {
-    m: u32, n: u32, k: u32, ldc: u32,          // this window: rows, cols, reduction length
+    m: u32, n: u32, k: u32, ldc: u32,          // this dispatch: rows, cols, reduction length
     a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, // strides of A (in the window) and B
     has_bias: u32, relu: u32, mask: u32, accumulate: u32,
-    c_row0: u32, b_k0: u32, _p0: u32, _p1: u32, // first output row, first reduction index of B
+    c_row0: u32, b_k0: u32,                     // first output row; first reduction index in B
+    c_col0: u32, a_k0: u32,                     // first output column; first reduction index in A
 }
 
 const A_VEC4S: u32 = 1u;  // the window's size in vec4s, written in when the pipeline is built
@@ -48,7 +51,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     for (var kk = 0u; kk < p.k; kk++) {
         let bk = (p.b_k0 + kk) * p.b_rs;
         let bv = vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w));
-        let ak = kk * p.a_cs;
+        let ak = (p.a_k0 + kk) * p.a_cs;
         for (var t = 0u; t < 8u; t++) {
             acc[t] += a_at(ar[t] + ak) * bv;
         }
@@ -56,13 +59,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     for (var t = 0u; t < 8u; t++) {
         let i = i0 + t;
         if (i >= p.m) { break; }
-        let row = (p.c_row0 + i) * p.ldc;
+        let row = (p.c_row0 + i) * p.ldc + p.c_col0;
         for (var u = 0u; u < 4u; u++) {
             let j = j0 + u;
             if (j >= p.n) { break; }
             var v = acc[t][u];
             if (p.accumulate != 0u) { v += c[row + j]; }
-            if (p.has_bias != 0u) { v += bias[j]; }
+            if (p.has_bias != 0u) { v += bias[p.c_col0 + j]; }
             if (p.relu != 0u) { v = max(v, 0.0); }
             if (p.mask != 0u && !(aux[row + j] > 0.0)) { v = 0.0; }
             c[row + j] = v;

@@ -68,7 +68,8 @@ pub struct WindowParams {
     pub accumulate: u32,
     pub c_row0: u32,
     pub b_k0: u32,
-    pub _pad: [u32; 2],
+    pub c_col0: u32,
+    pub a_k0: u32,
 }
 
 /// Which GEMM kernel to use.
@@ -194,7 +195,11 @@ impl Gemm {
 
     /// Splits A into uniform windows: over output rows for the forward and input-grad products
     /// (A's rows are output rows), over the reduction for the weight grad (A's rows are the
-    /// batch). None when no aligned window fits.
+    /// batch). With `uniform_b`, B is a uniform window too: bound whole where it fits, else
+    /// split over output columns (forward: B's columns are W's rows) or over the reduction
+    /// (input grad: B's rows are W's rows; weight grad: the same rows as A's windows). Windows
+    /// over the reduction accumulate into C in a fixed order and apply the epilogue with the last
+    /// one. None when no aligned window fits or a buffer lacks the slack for a full last window.
     #[allow(clippy::too_many_arguments)]
     fn bind_windows(
         &self,
@@ -221,65 +226,122 @@ impl Gemm {
         let step = lcm(tile, align / gcd(row_bytes, align));
         let total = if over_reduction { red } else { rows };
         let mut per = (window / row_bytes) / step * step;
-        if uniform_b {
-            if over_reduction {
-                // B's rows follow A's window over the reduction: both must fit and align.
-                let b_row = 4 * b_rs;
-                let b_step = lcm(step, align / gcd(b_row, align));
-                per = per.min(window / b_row) / b_step * b_step;
-            } else if 4 * red * cols > window || b.offset % align as u64 != 0 || b.offset + window as u64 > b.buffer.size() {
-                return None; // B must fit one window, bound whole
-            }
-            if over_reduction && (b.offset % align as u64 != 0 || b.offset + ((total.div_ceil(per.max(1)) - 1) * per * 4 * b_rs + window) as u64 > b.buffer.size()) {
+        // How B is bound: (the split, B's bytes per unit of the split, units per window).
+        #[derive(PartialEq)]
+        enum Split {
+            Storage,
+            Whole,
+            Columns,
+            Reduction,
+            FollowA,
+        }
+        let fits = |offset: u64, last_start: usize, unit: usize| offset % align as u64 == 0 && offset + (last_start * unit + window) as u64 <= b.buffer.size();
+        let (split, b_unit, b_per) = if !uniform_b {
+            (Split::Storage, 0, 0)
+        } else if over_reduction {
+            // B's rows follow A's window over the reduction: both must fit and align.
+            let b_row = 4 * b_rs;
+            let b_step = lcm(step, align / gcd(b_row, align));
+            per = per.min(window / b_row) / b_step * b_step;
+            if per == 0 || !fits(b.offset, (total.div_ceil(per) - 1) * per, b_row) {
                 return None;
             }
-        }
+            (Split::FollowA, b_row, per)
+        } else if 4 * red * cols <= window {
+            if !fits(b.offset, 0, 0) {
+                return None;
+            }
+            (Split::Whole, 0, 0)
+        } else if product == Product::Forward && b_rs == 1 {
+            let unit = 4 * b_cs; // one output column of B is one row of W
+            let c_step = lcm(4, align / gcd(unit, align));
+            let b_per = (window / unit) / c_step * c_step;
+            if b_per == 0 || !fits(b.offset, (cols.div_ceil(b_per) - 1) * b_per, unit) {
+                return None;
+            }
+            (Split::Columns, unit, b_per)
+        } else if product == Product::InputGrad && b_cs == 1 {
+            let unit = 4 * b_rs; // one reduction index of B is one row of W
+            let k_step = align / gcd(unit, align);
+            let b_per = (window / unit) / k_step * k_step;
+            if b_per == 0 || !fits(b.offset, (red.div_ceil(b_per) - 1) * b_per, unit) {
+                return None;
+            }
+            (Split::Reduction, unit, b_per)
+        } else {
+            return None;
+        };
         if per == 0 || a.offset % align as u64 != 0 {
             return None;
         }
         if a.offset + ((total.div_ceil(per) - 1) * per * row_bytes) as u64 + self.window_bytes > a.buffer.size() {
             return None; // the A buffer lacks the slack for a full last window
         }
+        // B's windows: (first unit, units); one pass over everything when B is not split.
+        let b_windows: Vec<(usize, usize)> = match split {
+            Split::Columns => (0..cols).step_by(b_per).map(|j| (j, b_per.min(cols - j))).collect(),
+            Split::Reduction => (0..red).step_by(b_per).map(|k| (k, b_per.min(red - k))).collect(),
+            _ => vec![(0, 0)],
+        };
         let mut out = Vec::new();
         let mut start = 0;
         while start < total {
             let len = per.min(total - start);
-            let (m, k, c_row0, b_k0) = if over_reduction { (rows, len, 0, start) } else { (len, red, start, 0) };
-            // A uniform B window starts at row b_k0 itself.
-            let (b_k0, b_offset) = if uniform_b && over_reduction { (0, b.offset + (start * 4 * b_rs) as u64) } else { (b_k0, b.offset) };
-            let p = WindowParams {
-                m: m as u32,
-                n: cols as u32,
-                k: k as u32,
-                ldc: cols as u32,
-                a_rs: a_rs as u32,
-                a_cs: a_cs as u32,
-                b_rs: b_rs as u32,
-                b_cs: b_cs as u32,
-                has_bias: epi.bias as u32,
-                relu: epi.relu as u32,
-                mask: epi.mask as u32,
-                accumulate: (over_reduction && start > 0) as u32,
-                c_row0: c_row0 as u32,
-                b_k0: b_k0 as u32,
-                _pad: [0; 2],
-            };
-            let params = gpu.uniform("gemm_uniform_a params", &p);
-            let a_window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &a.buffer,
-                offset: a.offset + (start * row_bytes) as u64,
-                size: wgpu::BufferSize::new(self.window_bytes),
-            });
-            let b_res = if uniform_b {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &b.buffer, offset: b_offset, size: wgpu::BufferSize::new(self.window_bytes) })
-            } else {
-                b.resource()
-            };
-            out.push(kernel.bind(
-                gpu,
-                &[params.as_entire_binding(), a_window, b_res, bias.resource(), aux.resource(), c.resource()],
-                [cols.div_ceil(4).div_ceil(8) as u32, m.div_ceil(8) as u32, 1],
-            ));
+            for (i, &(b0, b_len)) in b_windows.iter().enumerate() {
+                let (mut m, mut n, mut k, mut c_row0, mut c_col0, mut a_k0, mut b_k0) = (len, cols, red, start, 0, 0, 0);
+                let mut b_offset = b.offset;
+                let mut accumulate = false;
+                let mut last = true;
+                if over_reduction {
+                    (m, k, c_row0, b_k0) = (rows, len, 0, start);
+                    accumulate = start > 0;
+                    last = start + len == total;
+                }
+                match split {
+                    Split::FollowA => (b_k0, b_offset) = (0, b.offset + (start * b_unit) as u64),
+                    Split::Columns => (n, c_col0, b_offset) = (b_len, b0, b.offset + (b0 * b_unit) as u64),
+                    Split::Reduction => {
+                        (k, a_k0, b_offset) = (b_len, b0, b.offset + (b0 * b_unit) as u64);
+                        accumulate = i > 0;
+                        last = i + 1 == b_windows.len();
+                    }
+                    Split::Storage | Split::Whole => {}
+                }
+                let p = WindowParams {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    ldc: cols as u32,
+                    a_rs: a_rs as u32,
+                    a_cs: a_cs as u32,
+                    b_rs: b_rs as u32,
+                    b_cs: b_cs as u32,
+                    has_bias: (epi.bias && last) as u32,
+                    relu: (epi.relu && last) as u32,
+                    mask: (epi.mask && last) as u32,
+                    accumulate: accumulate as u32,
+                    c_row0: c_row0 as u32,
+                    b_k0: b_k0 as u32,
+                    c_col0: c_col0 as u32,
+                    a_k0: a_k0 as u32,
+                };
+                let params = gpu.uniform("gemm_uniform_a params", &p);
+                let a_window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &a.buffer,
+                    offset: a.offset + (start * row_bytes) as u64,
+                    size: wgpu::BufferSize::new(self.window_bytes),
+                });
+                let b_res = if uniform_b {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &b.buffer, offset: b_offset, size: wgpu::BufferSize::new(self.window_bytes) })
+                } else {
+                    b.resource()
+                };
+                out.push(kernel.bind(
+                    gpu,
+                    &[params.as_entire_binding(), a_window, b_res, bias.resource(), aux.resource(), c.resource()],
+                    [n.div_ceil(4).div_ceil(8) as u32, m.div_ceil(8) as u32, 1],
+                ));
+            }
             start += len;
         }
         Some(out)
