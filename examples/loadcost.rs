@@ -132,7 +132,7 @@ fn fma_only(@builtin(global_invocation_id) g: vec3<u32>) {
 
 fn main() {
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
-    println!("max uniform binding {} bytes, max storage binding {} bytes", gpu.limits.max_uniform_buffer_binding_size, gpu.limits.max_storage_buffer_binding_size);
+    println!("max uniform binding {} bytes, max storage binding {} bytes, uniform buffers per stage {}", gpu.limits.max_uniform_buffer_binding_size, gpu.limits.max_storage_buffer_binding_size, gpu.limits.max_uniform_buffers_per_shader_stage);
     let n = 1 << 16; // invocations
     let a = gpu.storage("a", n * 64);
     let o = gpu.storage("o", n);

@@ -13,6 +13,35 @@ fn main() {
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);
     let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
+    // PROFILE_STEPS=n: wall and CPU time (all threads) per step over n steps, 16 per submit.
+    if let Ok(n) = std::env::var("PROFILE_STEPS") {
+        let n: usize = n.parse().unwrap();
+        let cpu = || {
+            let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+            let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0 // ms at 100 ticks/s
+        };
+        let run = |steps: usize| {
+            for chunk in (0..steps).collect::<Vec<_>>().chunks(16) {
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    for _ in chunk {
+                        s.record_train_step(&mut pass, table.offset(0));
+                    }
+                }
+                gpu.queue.submit([enc.finish()]);
+            }
+            gpu.wait_idle().unwrap();
+        };
+        run(16);
+        let (t, c) = (Instant::now(), cpu());
+        run(n);
+        let wall = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+        let cpu_ms = (cpu() - c) / n as f64;
+        println!("{wall:.2} ms per step wall, {cpu_ms:.2} ms CPU per step ({:.0}% of 2 cores busy)", 100.0 * cpu_ms / (2.0 * wall));
+        return;
+    }
     // PROFILE_STAGE=name PROFILE_SECONDS=n: run that stage's dispatches in a loop (for `perf`).
     if let Ok(stage) = std::env::var("PROFILE_STAGE") {
         let secs: u64 = std::env::var("PROFILE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
