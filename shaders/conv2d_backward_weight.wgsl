@@ -44,10 +44,11 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     if (lane > CIN * KH) { return; }
     let b0 = c * p.chunk;
     let b1 = min(p.batch, b0 + p.chunk);
+    let x_b0 = p.x_b0;   // read once: llvmpipe does not hoist uniform loads out of loops
     if (lane == CIN * KH) {
         var s = 0.0;
         for (var b = b0; b < b1; b++) {
-            let base = ((b - p.x_b0) * COUT + co) * OH * OW;
+            let base = ((b - x_b0) * COUT + co) * OH * OW;
             for (var i = 0u; i < OH * OW; i++) {
                 s += dy_at(base + i);
             }
@@ -60,8 +61,8 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     var acc: array<f32, MAX_K>;
     for (var b = b0; b < b1; b++) {
         for (var oy = 0u; oy < OH; oy++) {
-            let xrow = (((b - p.x_b0) * CIN + ci) * H + oy + ky) * W;
-            let drow = (((b - p.x_b0) * COUT + co) * OH + oy) * OW;
+            let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
+            let drow = (((b - x_b0) * COUT + co) * OH + oy) * OW;
             var win: array<f32, MAX_K>;
             for (var kx = 0u; kx + 1u < KW; kx++) {
                 win[kx] = x_at(xrow + kx);
@@ -93,7 +94,8 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
     if (j >= NOUT) { return; }
     var acc = 0.0;
-    for (var c = 0u; c < p.chunks; c++) {
+    let chunks = p.chunks;
+    for (var c = 0u; c < chunks; c++) {
         acc += partial_in[c * NOUT + j];
     }
     if (j < NW) { dw[j] = acc; } else { db[j - NW] = acc; }

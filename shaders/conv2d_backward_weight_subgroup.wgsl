@@ -56,11 +56,12 @@ fn partials(
     let s8 = sg_lane % 8u;
     let b0 = c * p.chunk;
     let b1 = min(p.batch, b0 + p.chunk);
+    let x_b0 = p.x_b0;   // read once: llvmpipe does not hoist uniform loads out of loops
     var acc: array<f32, 128>;      // [CO_TILE][KW]
     var bias: array<f32, MAX_CO>;
     for (var b = b0; b < b1; b++) {
         for (var oy = 0u; oy < OH; oy++) {
-            let xrow = (((b - p.x_b0) * CIN + ci) * H + oy + ky) * W;
+            let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
             var win: array<f32, MAX_K>;
             for (var kx = 0u; kx + 1u < KW; kx++) {
                 win[kx] = x_at(xrow + kx);
@@ -72,7 +73,7 @@ fn partials(
                 let in_row = ox0 + s8 < OW;
                 for (var t = 0u; t < CO_TILE; t++) {
                     let co = min(co0 + t, COUT - 1u);
-                    dv[t] = select(0.0, dy_at((((b - p.x_b0) * COUT + co) * OH + oy) * OW + min(ox0 + s8, OW - 1u)), in_row);
+                    dv[t] = select(0.0, dy_at((((b - x_b0) * COUT + co) * OH + oy) * OW + min(ox0 + s8, OW - 1u)), in_row);
                 }
                 for (var u = 0u; u < 8u; u++) {
                     win[KW - 1u] = x_at(xrow + min(ox0 + u + KW - 1u, W - 1u));

@@ -47,14 +47,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     for (var t = 0u; t < 8u; t++) {
         ar[t] = min(i0 + t, p.m - 1u) * p.a_rs;
     }
+    // The params the loop needs, read once: llvmpipe does not hoist uniform loads out of a loop,
+    // and each costs a gather across the lanes (measured: hoisting made fc1's products ~2x faster).
+    let k = p.k;
+    let b_rs = p.b_rs;
+    let a_cs = p.a_cs;
+    var bk = p.b_k0 * b_rs;
+    var ak = p.a_k0 * a_cs;
     var acc: array<vec4<f32>, 8>;
-    for (var kk = 0u; kk < p.k; kk++) {
-        let bk = (p.b_k0 + kk) * p.b_rs;
+    for (var kk = 0u; kk < k; kk++) {
         let bv = vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w));
-        let ak = (p.a_k0 + kk) * p.a_cs;
         for (var t = 0u; t < 8u; t++) {
             acc[t] += a_at(ar[t] + ak) * bv;
         }
+        bk += b_rs;
+        ak += a_cs;
     }
     for (var t = 0u; t < 8u; t++) {
         let i = i0 + t;
