@@ -34,11 +34,25 @@ fn b_at(i: u32) -> f32 { return b[i]; }
 
 fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
 
+// Lanes that share their loads of A; `share(v, l)` is lane l's `v` (rewritten together by the
+// Rust side where subgroups allow it, see `kernels::share_across_subgroup`). The 8 lanes need the
+// same A values, and llvmpipe loads a uniform address once per lane anyway: with SHARE = 8 lane l
+// loads A at k = k0 + l for the 8 rows and the lanes pass them round with subgroupShuffle.
+const SHARE: u32 = 1u;
+fn share(v: f32, lane: u32) -> f32 { return v; }
+
 @compute @workgroup_size(8, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lane_id: u32,
+) {
     let j0 = gid.x * 4u;
     let i0 = wid.y * 8u;
-    if (j0 >= p.n) { return; }
+    // With SHARE > 1 lanes past the last column keep running (shuffles read from them) and
+    // compute clamped duplicates that are not written.
+    if (SHARE == 1u && j0 >= p.n) { return; }
+    let lane = lane_id % SHARE;
     var bc: vec4<u32>;
     for (var u = 0u; u < 4u; u++) {
         bc[u] = min(j0 + u, p.n - 1u) * p.b_cs;
@@ -55,17 +69,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     var bk = p.b_k0 * b_rs;
     var ak = p.a_k0 * a_cs;
     var acc: array<vec4<f32>, 8>;
-    for (var kk = 0u; kk < k; kk++) {
-        let bv = vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w));
+    for (var k0 = 0u; k0 < k; k0 += SHARE) {
+        // This lane's A values at k0 + lane for the 8 rows (zero past the end).
+        let ka = min(k0 + lane, k - 1u);
+        var av: array<f32, 8>;
         for (var t = 0u; t < 8u; t++) {
-            acc[t] += a_at(ar[t] + ak) * bv;
+            av[t] = select(0.0, a_at(ar[t] + ak + (ka - k0) * a_cs), k0 + lane < k);
         }
-        bk += b_rs;
-        ak += a_cs;
+        for (var u = 0u; u < SHARE; u++) {
+            let live = k0 + u < k;
+            let bv = select(vec4<f32>(0.0), vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w)), live);
+            for (var t = 0u; t < 8u; t++) {
+                acc[t] += share(av[t], u) * bv;
+            }
+            if (live) { bk += b_rs; }
+        }
+        ak += SHARE * a_cs;
     }
     for (var t = 0u; t < 8u; t++) {
         let i = i0 + t;
-        if (i >= p.m) { break; }
+        if (i >= p.m || j0 >= p.n) { break; }
         let row = (p.c_row0 + i) * p.ldc + p.c_col0;
         for (var u = 0u; u < 4u; u++) {
             let j = j0 + u;

@@ -252,7 +252,11 @@ fn gemm_shapes() -> Vec<(usize, usize, usize)> {
 #[test]
 fn gemm_matches_reference_for_all_three_products_and_both_variants() {
     let g = gpu();
-    let k = Gemm::new(g);
+    // The adapter's default, and where it shares A's loads across a subgroup, the plain kernel.
+    let mut kernels = vec![(Gemm::new(g), "default")];
+    if subgroup_sharing(g, 8) {
+        kernels.push((Gemm::with_sharing(g, false), "unshared"));
+    }
     let mut shapes = gemm_shapes();
     // A tall batch: the forward's A (x) spans several 64 KiB uniform windows, and the weight
     // grad accumulates over several windows of dy.
@@ -281,7 +285,7 @@ fn gemm_matches_reference_for_all_three_products_and_both_variants() {
                 };
                 let (rows, cols, red) = gemm::dims(product, m, n, kk);
                 let want = gemm::reference(product, (m, n, kk), epi, a, bm, &b, &act_x);
-                for variant in [Variant::Storage, Variant::UniformA, Variant::UniformAB] {
+                for ((k, kname), variant) in kernels.iter().flat_map(|k| [Variant::Storage, Variant::UniformA, Variant::UniformAB].map(|v| (k, v))) {
                     // A and B with the slack the uniform variants' last windows need.
                     let pad = |v: &Vec<f32>| {
                         let mut p = v.clone();
@@ -298,7 +302,7 @@ fn gemm_matches_reference_for_all_three_products_and_both_variants() {
                         assert!(ds.len() > m.div_ceil(136), "{product:?}: expected B split into windows");
                     }
                     run_all(g, &ds.iter().collect::<Vec<_>>());
-                    let what = format!("gemm {variant:?} {product:?} {epi:?} m={m} n={n} k={kk} seed={seed}");
+                    let what = format!("gemm {kname} {variant:?} {product:?} {epi:?} m={m} n={n} k={kk} seed={seed}");
                     assert_close(&what, &read(&cb), &want, tolerance(red));
                 }
             }

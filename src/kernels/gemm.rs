@@ -93,6 +93,13 @@ pub struct Gemm {
 
 impl Gemm {
     pub fn new(gpu: &Gpu) -> Self {
+        Self::with_sharing(gpu, super::subgroup_sharing(gpu, 8))
+    }
+
+    /// With the choice whether the 8 lanes of a uniform-A workgroup share their loads of A
+    /// through subgroup shuffles (tests run both; it needs [`super::subgroup_sharing`]).
+    pub fn with_sharing(gpu: &Gpu, share_a: bool) -> Self {
+        assert!(!share_a || super::subgroup_sharing(gpu, 8), "this adapter cannot share loads across subgroups");
         let storage = Kernel::new(
             gpu,
             "gemm",
@@ -102,6 +109,7 @@ impl Gemm {
         );
         let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(UNIFORM_SLACK_BYTES) / 16 * 16;
         let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
+        let src = if share_a { super::share_across_subgroup(&src) } else { src };
         let uniform_a = (window_bytes >= 4096).then(|| {
             Kernel::new(gpu, "gemm_uniform_a", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite])
         });
