@@ -33,4 +33,25 @@ fn main() {
             println!("{:10} {groups:3} workgroups x {n:4} dispatches: {:8.0} us in all, {:6.1} us per dispatch (best of 7)", kernel.name, best, best / n as f64);
         }
     }
+    // The same without a barrier or a pipeline change between dispatches: one pipeline set, then
+    // only dispatches (what lavapipe does per dispatch by itself).
+    let d = ro.bind(&gpu, &[View::whole(&o).resource(), View::whole(&r).resource()], [1, 1, 1]);
+    for n in [10usize, 100, 400] {
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let t = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                d.record(&mut pass, 0);
+                for _ in 1..n {
+                    pass.dispatch_workgroups(1, 1, 1);
+                }
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait_idle().unwrap();
+            best = best.min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!("bare dispatches x {n:4}: {:8.0} us in all, {:6.1} us per dispatch (best of 7)", best, best / n as f64);
+    }
 }
