@@ -90,3 +90,22 @@ fn full_training_step_matches_cpu_reference_partial_and_single_batches() {
 fn full_training_step_matches_cpu_reference_one_input_channel() {
     run_case(1, 16, 4);
 }
+
+/// The keep-awake thread (src/gpu/keep_awake.rs) is for CPU adapters only: a real GPU never gets
+/// a spinning thread. Dropping it stops and joins the thread.
+#[test]
+fn keep_awake_only_for_cpu_adapters() {
+    use gpu_lenet::gpu::keep_awake::KeepAwake;
+    let mut info = gpu().info.clone();
+    for (ty, wanted) in [
+        (wgpu::DeviceType::Cpu, std::env::var("GPU_LENET_KEEP_CORES_AWAKE").as_deref() != Ok("0") && cfg!(target_os = "linux")),
+        (wgpu::DeviceType::DiscreteGpu, false),
+        (wgpu::DeviceType::IntegratedGpu, false),
+        (wgpu::DeviceType::VirtualGpu, false),
+    ] {
+        info.device_type = ty;
+        let k = KeepAwake::for_adapter(&info);
+        assert_eq!(k.is_some(), wanted, "{ty:?}");
+        drop(k);
+    }
+}

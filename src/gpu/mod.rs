@@ -1,6 +1,7 @@
 //! The GPU context: adapter choice, device creation with the adapter's own limits, and the few
 //! buffer helpers (upload, blocking readback for tests and checkpoints) everything else uses.
 
+pub mod keep_awake;
 use std::fmt;
 use std::str::FromStr;
 
@@ -143,6 +144,9 @@ pub struct Gpu {
     /// The first device error (validation, out of memory, device lost), recorded instead of
     /// panicking so the command can end with one clear line; see [`Gpu::check`].
     errors: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// On CPU adapters, a lowest-priority thread that keeps idle cores from halting between
+    /// dispatches (see [`keep_awake`]).
+    _keep_awake: Option<keep_awake::KeepAwake>,
 }
 
 /// A wgpu error as one readable message: wgpu's `Display` gives only the outermost line
@@ -233,7 +237,8 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, msg| {
             record(&e2, format!("the GPU device was lost ({reason:?}{}{msg})", if msg.is_empty() { "" } else { ": " }));
         });
-        Ok(Gpu { device, queue, info, features, limits, errors })
+        let _keep_awake = keep_awake::KeepAwake::for_adapter(&info);
+        Ok(Gpu { device, queue, info, features, limits, errors, _keep_awake })
     }
 
     /// Err with the first device error recorded so far (out of memory, device lost, a
