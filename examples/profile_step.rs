@@ -47,11 +47,15 @@ fn main() {
         let secs: u64 = std::env::var("PROFILE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
         let st = s.forward.iter().chain(&s.backward).find(|st| st.name == stage).expect("no such stage");
         eprintln!("pid {}", std::process::id());
-        let end = Instant::now() + std::time::Duration::from_secs(secs);
+        let start = Instant::now();
+        let end = start + std::time::Duration::from_secs(secs);
+        let mut runs = 0;
         while Instant::now() < end {
             gpu_lenet::kernels::run_all(&gpu, &st.dispatches.iter().collect::<Vec<_>>());
             gpu.wait_idle().unwrap();
+            runs += 1;
         }
+        println!("{stage}: {:.3} ms per run (wall clock, {runs} runs)", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
         return;
     }
     for d in s.forward.iter().chain(&s.backward).flat_map(|st| &st.dispatches) {
