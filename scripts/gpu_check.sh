@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The real-GPU check of issue #4 item 7 as one command, for the `device` tool's machine (see
+# /work/.library/device/README.md): the adapters, `bench-kernels --adapter vulkan` (table and
+# JSON) and one epoch of 50,000 CIFAR-shaped images at batch 64, all written under $OUT.
+#
+# That machine has no Rust toolchain and no network: build here (`cargo build --release`), then
+#   run(command="bash scripts/gpu_check.sh", carry=[".gl", "target/release/gpu-lenet"])
+# with the Vulkan loader packages in .gl (the device README says how to fetch them). Locally,
+# e.g. on lavapipe: GPU_CHECK_ADAPTER=lavapipe GPU_CHECK_IMAGES=2000 bash scripts/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu-check}"
+mkdir -p "$OUT"
+ADAPTER="${GPU_CHECK_ADAPTER:-vulkan}"
+IMAGES="${GPU_CHECK_IMAGES:-50000}"
+BIN="${GPU_LENET_BIN:-./target/release/gpu-lenet}"
+
+if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+chmod 700 "$XDG_RUNTIME_DIR"
+[ -x "$BIN" ] || { echo "no $BIN: build it first (cargo build --release)"; exit 1; }
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true; } | tee "$OUT/gpu.txt"
+"$BIN" adapters 2>&1 | tee "$OUT/adapters.txt"
+"$BIN" bench-kernels --adapter "$ADAPTER" 2>&1 | tee "$OUT/bench.txt"
+"$BIN" bench-kernels --adapter "$ADAPTER" --json >"$OUT/bench.json"
+DATA="$(mktemp -d)"
+trap 'rm -rf "$DATA"' EXIT
+python3 scripts/make_fake_cifar.py "$DATA" "$IMAGES" "$((IMAGES / 5))"
+"$BIN" train --adapter "$ADAPTER" --dataset cifar10 --data "$DATA/cifar-10-batches-bin" --no-download \
+    --epochs 1 --metrics "$OUT/metrics.jsonl" 2>&1 | tee "$OUT/train.txt"
+echo "== results in $OUT"
