@@ -65,11 +65,7 @@ impl Conv2dBackwardInput {
 
     /// The input variant `bind` uses on this adapter.
     pub fn input(&self) -> Input {
-        if self.windowed.is_some() {
-            Input::UniformWindows
-        } else {
-            Input::Storage
-        }
+        Input::used(self.windowed.is_some())
     }
 
     /// One dispatch per uniform window of dy's images (when dy's buffer has the slack),

@@ -45,7 +45,7 @@ pub struct BackwardWeightDispatch {
 impl Conv2dBackwardWeight {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
-        Self::with_options(gpu, s, Self::subgroups_usable(gpu) && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none())
+        Self::with_options(gpu, s, Self::subgroups_usable(gpu))
     }
 
     /// With the choice of the subgroup variant of the partials pass (tests run both; it needs
@@ -81,11 +81,10 @@ impl Conv2dBackwardWeight {
         Conv2dBackwardWeight { partials, windowed, reduce, shape: s }
     }
 
-    /// The subgroup variant needs subgroup operations in compute shaders and subgroups whose
-    /// size is a multiple of 8 that fit the 32-wide workgroup.
+    /// The subgroup variant needs what every load-sharing kernel needs (subgroups of a multiple
+    /// of 8 lanes, `GPU_LENET_NO_SUBGROUPS` unset), for its workgroups of up to 32 lanes.
     pub fn subgroups_usable(gpu: &Gpu) -> bool {
-        let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
-        gpu.features.contains(wgpu::Features::SUBGROUP) && lo >= 8 && lo % 8 == 0 && hi <= 32 && hi % 8 == 0
+        super::subgroup_sharing(gpu, 32)
     }
 
     /// Workgroup width of the partials pass: 32 for the plain kernel; for the subgroup kernel
@@ -156,11 +155,7 @@ impl Conv2dBackwardWeight {
 
     /// The input variant `bind` uses on this adapter.
     pub fn input(&self) -> super::conv2d_forward::Input {
-        if self.windowed.is_some() {
-            super::conv2d_forward::Input::UniformWindows
-        } else {
-            super::conv2d_forward::Input::Storage
-        }
+        super::conv2d_forward::Input::used(self.windowed.is_some())
     }
 }
 

@@ -95,6 +95,17 @@ pub enum Input {
     UniformWindows,
 }
 
+impl Input {
+    /// The variant a kernel's `bind` uses: uniform windows where it built a windowed pipeline.
+    pub fn used(windowed: bool) -> Input {
+        if windowed {
+            Input::UniformWindows
+        } else {
+            Input::Storage
+        }
+    }
+}
+
 /// A forward convolution pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dForward {
     kernel: Kernel,
@@ -145,11 +156,7 @@ impl Conv2dForward {
 
     /// The input variant `bind` uses on this adapter.
     pub fn input(&self) -> Input {
-        if self.windowed.is_some() {
-            Input::UniformWindows
-        } else {
-            Input::Storage
-        }
+        Input::used(self.windowed.is_some())
     }
 
     /// `w` and `b` are bound as uniform arrays of vec4: their buffers need room up to the next

@@ -112,11 +112,7 @@ pub fn image_windows(view: &View, batch: usize, image_bytes: u64, per: usize) ->
 /// How to cut a run of equal items (images of a batch) into uniform windows: items per window,
 /// or None when one item is too big or no window start can be aligned.
 pub fn uniform_windows(gpu: &Gpu, item_bytes: usize) -> Option<usize> {
-    let window = (gpu.limits.max_uniform_buffer_binding_size as usize).min(UNIFORM_SLACK_BYTES as usize);
-    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
-    let step = align / gcd(item_bytes, align);
-    let per = (window / item_bytes) / step * step;
-    (per > 0 && std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_none()).then_some(per)
+    shared_uniform_windows(gpu, &[item_bytes])
 }
 
 /// Like [`uniform_windows`] for a kernel that reads several per-image tensors through windows
