@@ -1,14 +1,19 @@
 // conv2d_backward_weight, subgroup variant of the `partials` pass (the `reduce` pass is the
-// one in conv2d_backward_weight.wgsl). Same lanes and the same fixed summation order as the
-// plain kernel; the difference is how dy is read. Every lane of a workgroup needs the same dy
-// value at each output pixel, so instead of each lane loading it, the lanes of a subgroup load
-// 8 consecutive pixels' dy at once (lane s loads pixel ox0 + s % 8) and take them from each
-// other with subgroupShuffle: one load per 8 pixels instead of one per pixel. Valid for any
-// subgroup size that is a multiple of 8 (8 on llvmpipe, 32 on NVIDIA, 32/64 on AMD), which the
-// Rust side checks before choosing this variant. A workgroup serves CO_TILE output channels,
-// so each input load feeds CO_TILE * KW multiply-adds. Every lane stays active through the loops
-// (lanes past the last (ci, ky) compute a clamped duplicate and do not write), since a shuffle
-// reads from lanes that must be running.
+// one in conv2d_backward_weight.wgsl). Same lanes as the plain kernel (one per (ci, ky), owning
+// the KW taps of CO_TILE output channels); the difference is how dy is read and summed. Every
+// lane needs the same dy value at each output pixel, so the lanes of a subgroup load up to 16
+// consecutive pixels' dy at once (lane s loads pixels ox0 + s and ox0 + 8 + s) and take them
+// from each other with subgroupShuffle: two loads per 16 pixels instead of one per pixel.
+// Valid for any subgroup size that is a multiple of 8 (8 on llvmpipe, 32 on NVIDIA, 32/64 on
+// AMD), which the Rust side checks before choosing this variant. Every lane stays active
+// through the loops (lanes past the last (ci, ky) compute a clamped duplicate and do not
+// write), since a shuffle reads from lanes that must be running.
+//
+// A row is covered in rounds of RUN pixels (at most 16, all loop bounds constants so the
+// rounds unroll). Each round sums its RUN products per tap in a local before adding it to the
+// tap's accumulator: on llvmpipe a variable carried around a loop is written under the loop's
+// lane mask (a blend) and, with CO_TILE * KW accumulators, spilled to the stack, so updating it
+// once per round instead of once per pixel cut the multiply-add from five instructions to two.
 
 override CIN: u32;
 override H: u32;
@@ -20,13 +25,20 @@ override OH: u32 = H - KH + 1u;
 override OW: u32 = W - KW + 1u;
 override NW: u32 = COUT * CIN * KH * KW;
 override NOUT: u32 = NW + COUT;
-// Lanes per workgroup: CIN * KH rounded up to whole subgroups of 8, at most 32 (set by the
-// Rust side), so few lanes idle.
+// Lanes per workgroup: CIN * KH rounded up to whole subgroups of 8, at most 32, or one subgroup
+// of 8 where a workgroup sums a whole uniform window (set by the Rust side), so few lanes idle.
 override WG: u32 = 32u;
-override CO_TILE: u32 = 1u;   // output channels per workgroup, at most 8
+override CO_TILE: u32 = 1u;   // output channels per workgroup
+override RUN: u32 = 8u;       // output pixels per round, at most 16
 
-const MAX_K: u32 = 16u;
-const MAX_CO: u32 = 8u;
+// The arrays' exact sizes (CO_TILE, KW, RUN + KW - 1), written in when the pipeline is
+// built (`with_const`), and the loop over output channels marked `// unroll` is unrolled there
+// too (`kernels::unroll`): every array index is then a constant and the arrays stay in
+// registers. (Left to Mesa, that loop's body was too big to unroll and llvmpipe kept the
+// accumulators in a stack array read and written lane by lane.)
+const CO_N: u32 = 1u;
+const KW_N: u32 = 1u;
+const SEG_N: u32 = 1u;
 
 // Workgroup z is chunk c0 + z; `x` and `dy` are bound from image x_b0 on (the whole batch, or
 // 64 KiB uniform windows of them where uniform loads are cheap: see `x_at`, `dy_at` and
@@ -57,36 +69,42 @@ fn partials(
     let b0 = c * p.chunk;
     let b1 = min(p.batch, b0 + p.chunk);
     let x_b0 = p.x_b0;   // read once: llvmpipe does not hoist uniform loads out of loops
-    var acc: array<f32, 128>;      // [CO_TILE][KW]
-    var bias: array<f32, MAX_CO>;
+    var acc: array<array<f32, KW_N>, CO_N>;
+    var bias: array<f32, CO_N>;
     for (var b = b0; b < b1; b++) {
         for (var oy = 0u; oy < OH; oy++) {
             let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
-            var win: array<f32, MAX_K>;
-            for (var kx = 0u; kx + 1u < KW; kx++) {
-                win[kx] = x_at(xrow + kx);
-            }
-            for (var ox0 = 0u; ox0 < OW; ox0 += 8u) {
-                // Always 8 pixels, so the loop below unrolls and every shuffle reads a constant
-                // lane (a broadcast); pixels past the row's end get dy = 0 and add nothing.
-                var dv: array<f32, MAX_CO>;
-                let in_row = ox0 + s8 < OW;
-                for (var t = 0u; t < CO_TILE; t++) {
-                    let co = min(co0 + t, COUT - 1u);
-                    dv[t] = select(0.0, dy_at((((b - x_b0) * COUT + co) * OH + oy) * OW + min(ox0 + s8, OW - 1u)), in_row);
+            for (var ox0 = 0u; ox0 < OW; ox0 += RUN) {
+                // Past the row's end only where dy is 0 (and those products add nothing).
+                var xs: array<f32, SEG_N>;
+                for (var j = 0u; j < RUN + KW - 1u; j++) {
+                    xs[j] = x_at(xrow + min(ox0 + j, W - 1u));
                 }
-                for (var u = 0u; u < 8u; u++) {
-                    win[KW - 1u] = x_at(xrow + min(ox0 + u + KW - 1u, W - 1u));
-                    for (var t = 0u; t < CO_TILE; t++) {
-                        let g = subgroupShuffle(dv[t], u);
+                for (var t = 0u; t < CO_TILE; t++) { // unroll
+                    let co = min(co0 + t, COUT - 1u);
+                    let drow = (((b - x_b0) * COUT + co) * OH + oy) * OW;
+                    let pa = ox0 + s8;
+                    let da = select(0.0, dy_at(drow + min(pa, OW - 1u)), pa < OW && s8 < RUN);
+                    var dbv = 0.0;
+                    if (RUN > 8u) {
+                        let pb = pa + 8u;
+                        dbv = select(0.0, dy_at(drow + min(pb, OW - 1u)), pb < OW && s8 + 8u < RUN);
+                    }
+                    // This round's sums, local to it: added to the carried accumulators once.
+                    var sums: array<f32, KW_N>;
+                    var gsum = 0.0;
+                    for (var u = 0u; u < RUN; u++) {
+                        var g: f32;
+                        if (u < 8u) { g = subgroupShuffle(da, u); } else { g = subgroupShuffle(dbv, u - 8u); }
+                        gsum += g;
                         for (var kx = 0u; kx < KW; kx++) {
-                            acc[t * KW + kx] += g * win[kx];
+                            sums[kx] += g * xs[u + kx];
                         }
-                        bias[t] += g;
                     }
-                    for (var kx = 0u; kx + 1u < KW; kx++) {
-                        win[kx] = win[kx + 1u];
+                    for (var kx = 0u; kx < KW; kx++) {
+                        acc[t][kx] += sums[kx];
                     }
+                    bias[t] += gsum;
                 }
             }
         }
@@ -97,7 +115,7 @@ fn partials(
         if (owns_taps) {
             let out = c * NOUT + ((co * CIN + ci) * KH + ky) * KW;
             for (var kx = 0u; kx < KW; kx++) {
-                partial[out + kx] = acc[t * KW + kx];
+                partial[out + kx] = acc[t][kx];
             }
         }
         if (lane == 0u) {

@@ -2,7 +2,7 @@
 //! chunks of the batch followed by a fixed-order reduction (no float atomics).
 
 use super::conv2d_forward::ConvShape;
-use super::{image_windows, shared_uniform_windows, uniform_input, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, unroll, with_const, shared_uniform_windows, uniform_input, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -24,12 +24,33 @@ pub fn chunking(batch: usize) -> (usize, usize) {
     (1, batch.max(1))
 }
 
+/// Output pixels per round of the subgroup kernel: the row in equal rounds of at most 16.
+fn run_length(ow: usize) -> usize {
+    ow.div_ceil(ow.div_ceil(16)).max(1)
+}
+
+/// The subgroup kernel's source with its arrays sized exactly for this shape and its loop over
+/// output channels unrolled.
+fn subgroup_source(s: ConvShape) -> String {
+    let src = include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl");
+    let run = run_length(s.ow());
+    let co_tile = Conv2dBackwardWeight::co_tile(s, true);
+    let sizes = [("CO_N", co_tile), ("KW_N", s.kw), ("SEG_N", run + s.kw - 1)];
+    let src = sizes.iter().fold(src.to_string(), |src, &(name, n)| with_const(&src, name, n));
+    unroll(&src, "t", "CO_TILE", co_tile)
+}
+
 /// A weight-gradient pipeline pair specialised to one layer's shape (any batch size).
 pub struct Conv2dBackwardWeight {
     partials: Kernel,
     /// The partials kernel reading x and dy through uniform windows, with the images per window
     /// (llvmpipe: a storage load of dy in the inner loop was half of the kernel's time).
     windowed: Option<(Kernel, usize)>,
+    /// Whether the windowed kernel sums a whole window per workgroup (one partial per window,
+    /// lanes spread over workgroups of one 8-lane subgroup) rather than one image per workgroup:
+    /// far fewer partials for the reduction to read (on llvmpipe the reduction, a storage load
+    /// per partial and lane, was 30% of conv2's weight gradient).
+    window_chunks: bool,
     reduce: Kernel,
     shape: ConvShape,
 }
@@ -55,20 +76,27 @@ impl Conv2dBackwardWeight {
         assert!(!subgroup || Self::subgroups_usable(gpu), "this adapter cannot run the subgroup variant");
         let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
         let constants = s.constants(&[]);
-        let (name, windowed_name, psrc, pconsts) = if subgroup {
+        let window_chunks = subgroup && super::subgroup_sharing(gpu, 8);
+        let (name, windowed_name, psrc, pconsts, wconsts) = if subgroup {
+            let with_wg = |wg| s.constants(&[("WG", wg), ("CO_TILE", Self::co_tile(s, true)), ("RUN", run_length(s.ow()))]);
             (
                 "conv2d_backward_weight.partials_subgroup",
-                "conv2d_backward_weight.partials_subgroup.uniform_x_dy",
-                include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl"),
-                s.constants(&[("WG", Self::lanes_per_group(s, true)), ("CO_TILE", Self::co_tile(s, true))]),
+                if window_chunks {
+                    "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window"
+                } else {
+                    "conv2d_backward_weight.partials_subgroup.uniform_x_dy"
+                },
+                subgroup_source(s),
+                with_wg(Self::lanes_per_group(s, true)),
+                with_wg(if window_chunks { 8 } else { Self::lanes_per_group(s, true) }),
             )
         } else {
-            ("conv2d_backward_weight.partials", "conv2d_backward_weight.partials.uniform_x_dy", src, constants.clone())
+            ("conv2d_backward_weight.partials", "conv2d_backward_weight.partials.uniform_x_dy", src.to_string(), constants.clone(), constants.clone())
         };
-        let partials = Kernel::with_constants(gpu, name, psrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite], &pconsts);
+        let partials = Kernel::with_constants(gpu, name, &psrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite], &pconsts);
         let windowed = shared_uniform_windows(gpu, &[4 * s.cin * s.h * s.w, 4 * s.cout * s.oh() * s.ow()]).map(|per| {
-            let wsrc = uniform_input(&uniform_input(psrc, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
-            (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &pconsts), per)
+            let wsrc = uniform_input(&uniform_input(&psrc, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
+            (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &wconsts), per)
         });
         let reduce = Kernel::with_constants(
             gpu,
@@ -78,7 +106,7 @@ impl Conv2dBackwardWeight {
             &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
             &constants,
         );
-        Conv2dBackwardWeight { partials, windowed, reduce, shape: s }
+        Conv2dBackwardWeight { partials, windowed, window_chunks, reduce, shape: s }
     }
 
     /// The subgroup variant needs what every load-sharing kernel needs (subgroups of a multiple
@@ -101,7 +129,14 @@ impl Conv2dBackwardWeight {
     /// input load between them).
     fn co_tile(s: ConvShape, subgroup: bool) -> usize {
         if subgroup {
-            super::conv2d_forward::co_tile(s.cout)
+            // Measured on lavapipe (PROFILE_STAGE=conv*_backward_weight, same run): conv2 (16
+            // channels) 4 a workgroup 2.6 ms, 8 3.2-4.7 ms, 2 3.1-3.4 ms; conv1 (6) 6 and 1
+            // 5.0-5.5 ms, 3 5.3-6.2 ms. More channels share each x load but crowd the registers.
+            if s.cout <= 6 {
+                s.cout
+            } else {
+                4
+            }
         } else {
             1
         }
@@ -116,39 +151,53 @@ impl Conv2dBackwardWeight {
     pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, x: &View, dw: &View, db: &View) -> BackwardWeightDispatch {
         let s = self.shape;
         let nout = s.weight_len() + s.cout;
-        let (chunk, chunks) = chunking(batch);
-        let params = |c0: usize, x_b0: usize| {
+        let params = |chunk: usize, chunks: usize, c0: usize, x_b0: usize| {
             let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
             gpu.uniform("conv2d_backward_weight params", &p)
         };
-        let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
-        let sv = View::whole(&scratch);
         // The plain kernel has a lane for the bias; the subgroup kernel sums it in every lane.
         let subgroup = self.partials.name.contains("subgroup");
         let lanes = s.cin * s.kh + (!subgroup) as usize;
-        let wg = Self::lanes_per_group(s, subgroup);
-        let xy = [lanes.div_ceil(wg) as u32, s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32];
+        let co_groups = s.cout.div_ceil(Self::co_tile(s, subgroup)) as u32;
         let (x_bytes, dy_bytes) = ((4 * s.cin * s.h * s.w) as u64, (4 * s.cout * s.oh() * s.ow()) as u64);
-        // One image per chunk, so a window of images is a run of chunks; x's and dy's windows
-        // cover the same images.
-        let windows = self.windowed.as_ref().filter(|_| chunk == 1).and_then(|(k, per)| {
-            Some((k, image_windows(x, batch, x_bytes, *per)?, image_windows(dy, batch, dy_bytes, *per)?))
+        // x's and dy's windows cover the same images.
+        let windows = self.windowed.as_ref().and_then(|(k, per)| {
+            Some((k, *per, image_windows(x, batch, x_bytes, *per)?, image_windows(dy, batch, dy_bytes, *per)?))
         });
-        let partials = match windows {
-            Some((kernel, xs, dys)) => xs
-                .into_iter()
-                .zip(dys)
-                .map(|((b0, n, xw), (_, _, dyw))| {
-                    let p = params(b0, b0);
-                    kernel.bind(gpu, &[p.as_entire_binding(), dyw, xw, sv.resource()], [xy[0], xy[1], n as u32])
-                })
-                .collect(),
+        // (images per chunk, chunks) and the partials dispatches: kernel, grid, first chunk, first
+        // image of the bound inputs, the inputs (dy, x).
+        type Partials<'a> = Vec<(&'a Kernel, [u32; 3], usize, usize, Vec<wgpu::BindingResource<'a>>)>;
+        let (chunk, chunks, grids): (usize, usize, Partials) = match windows {
+            // One chunk per window: chunk k is window k's images, k * per onwards.
+            Some((kernel, per, xs, dys)) if self.window_chunks => {
+                let n = xs.len();
+                let grid = [lanes.div_ceil(8) as u32, co_groups, 1];
+                (per, n, xs.into_iter().zip(dys).enumerate().map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, vec![dyw, xw])).collect())
+            }
+            // One image per chunk, so a window of images is a run of chunks.
+            Some((kernel, _, xs, dys)) => {
+                let grid = |n: usize| [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, n as u32];
+                (1, batch.max(1), xs.into_iter().zip(dys).map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, vec![dyw, xw])).collect())
+            }
             None => {
-                let p = params(0, 0);
-                vec![self.partials.bind(gpu, &[p.as_entire_binding(), dy.resource(), x.resource(), sv.resource()], [xy[0], xy[1], chunks as u32])]
+                let (chunk, chunks) = chunking(batch);
+                let grid = [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, chunks as u32];
+                (chunk, chunks, vec![(&self.partials, grid, 0, 0, vec![dy.resource(), x.resource()])])
             }
         };
-        let p = params(0, 0);
+        let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
+        let sv = View::whole(&scratch);
+        let partials = grids
+            .into_iter()
+            .map(|(kernel, grid, c0, x_b0, inputs)| {
+                let p = params(chunk, chunks, c0, x_b0);
+                let mut entries = vec![p.as_entire_binding()];
+                entries.extend(inputs);
+                entries.push(sv.resource());
+                kernel.bind(gpu, &entries, grid)
+            })
+            .collect();
+        let p = params(chunk, chunks, 0, 0);
         let reduce = self.reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
         BackwardWeightDispatch { partials, reduce, scratch }
     }

@@ -138,6 +138,35 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// Unrolls, in a WGSL source, the loop written `for (var V = 0u; V < BOUND; V++) { // unroll`
+/// into `count` copies of its body, each in its own block after `let V = Ku;`. Mesa's NIR
+/// unrolls a loop only while its body is small; llvmpipe then keeps an array indexed by a
+/// counter that was not unrolled in a stack array read and written lane by lane (the
+/// conv weight gradient's accumulators: most of its time). Unrolled here, every index is a
+/// constant and the arrays live in registers.
+pub fn unroll(source: &str, var: &str, bound: &str, count: usize) -> String {
+    let head = format!("for (var {var} = 0u; {var} < {bound}; {var}++) {{ // unroll");
+    let start = source.find(&head).unwrap_or_else(|| panic!("shader lacks `{head}`"));
+    let body_start = start + head.len();
+    let mut depth = 1;
+    let mut end = body_start;
+    for (i, c) in source[body_start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            end = body_start + i;
+            break;
+        }
+    }
+    assert_eq!(depth, 0, "unbalanced braces after `{head}`");
+    let body = &source[body_start..end];
+    let copies = (0..count).map(|k| format!("{{ let {var} = {k}u;{body}}}")).collect::<Vec<_>>().join(" ");
+    format!("{}{}{}", &source[..start], copies, &source[end + 1..])
+}
+
 /// Replaces `const NAME: u32 = 1u;` in a WGSL source with the given value: the size of a
 /// uniform array must be a constant, and override constants cannot size one.
 pub fn with_const(source: &str, name: &str, value: usize) -> String {
@@ -409,5 +438,27 @@ impl StepTable {
     /// The dynamic offset that selects row `step`.
     pub fn offset(&self, step: usize) -> u32 {
         step as u32 * self.stride
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unroll;
+
+    #[test]
+    fn unroll_copies_the_body_with_the_counter_bound() {
+        let src = "a(); for (var t = 0u; t < N; t++) { // unroll\n if (t > 0u) { b(t); }\n} c();";
+        let out = unroll(src, "t", "N", 3);
+        assert_eq!(
+            out,
+            "a(); { let t = 0u;\n if (t > 0u) { b(t); }\n} { let t = 1u;\n if (t > 0u) { b(t); }\n} { let t = 2u;\n if (t > 0u) { b(t); }\n} c();"
+        );
+        assert_eq!(unroll(src, "t", "N", 0), "a();  c();");
+    }
+
+    #[test]
+    #[should_panic(expected = "shader lacks")]
+    fn unroll_insists_on_the_marked_loop() {
+        unroll("for (var t = 0u; t < N; t++) { }", "t", "N", 2);
     }
 }
