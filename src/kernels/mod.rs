@@ -138,33 +138,37 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Unrolls, in a WGSL source, the loop written `for (var V = 0u; V < BOUND; V++) { // unroll`
-/// into `count` copies of its body, each in its own block after `let V = Ku;`. Mesa's NIR
-/// unrolls a loop only while its body is small; llvmpipe then keeps an array indexed by a
-/// counter that was not unrolled in a stack array read and written lane by lane (the
-/// conv weight gradient's accumulators: most of its time). Unrolled here, every index is a
-/// constant and the arrays live in registers.
+/// Unrolls, in a WGSL source, every loop written `for (var V = 0u; V < BOUND; V++) { // unroll`
+/// into `count` copies of its body, each in its own block after `let V = Ku;` (so the body must
+/// not `break` or `continue` that loop). Mesa's NIR unrolls a loop only while its body is small;
+/// llvmpipe then keeps an array indexed by a counter that was not unrolled in a stack array
+/// read and written lane by lane (the conv kernels' accumulators: most of their time).
+/// Unrolled here, every index is a constant and the arrays live in registers.
 pub fn unroll(source: &str, var: &str, bound: &str, count: usize) -> String {
     let head = format!("for (var {var} = 0u; {var} < {bound}; {var}++) {{ // unroll");
-    let start = source.find(&head).unwrap_or_else(|| panic!("shader lacks `{head}`"));
-    let body_start = start + head.len();
-    let mut depth = 1;
-    let mut end = body_start;
-    for (i, c) in source[body_start..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            _ => {}
+    assert!(source.contains(&head), "shader lacks `{head}`");
+    let mut out = source.to_string();
+    while let Some(start) = out.find(&head) {
+        let body_start = start + head.len();
+        let mut depth = 1;
+        let mut end = None;
+        for (i, c) in out[body_start..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = Some(body_start + i);
+                break;
+            }
         }
-        if depth == 0 {
-            end = body_start + i;
-            break;
-        }
+        let end = end.unwrap_or_else(|| panic!("unbalanced braces after `{head}`"));
+        let body = &out[body_start..end];
+        let copies = (0..count).map(|k| format!("{{ let {var} = {k}u;{body}}}")).collect::<Vec<_>>().join(" ");
+        out = format!("{}{}{}", &out[..start], copies, &out[end + 1..]);
     }
-    assert_eq!(depth, 0, "unbalanced braces after `{head}`");
-    let body = &source[body_start..end];
-    let copies = (0..count).map(|k| format!("{{ let {var} = {k}u;{body}}}")).collect::<Vec<_>>().join(" ");
-    format!("{}{}{}", &source[..start], copies, &source[end + 1..])
+    out
 }
 
 /// Replaces `const NAME: u32 = 1u;` in a WGSL source with the given value: the size of a
@@ -454,6 +458,8 @@ mod tests {
             "a(); { let t = 0u;\n if (t > 0u) { b(t); }\n} { let t = 1u;\n if (t > 0u) { b(t); }\n} { let t = 2u;\n if (t > 0u) { b(t); }\n} c();"
         );
         assert_eq!(unroll(src, "t", "N", 0), "a();  c();");
+        let twice = format!("{src} {src}");
+        assert_eq!(unroll(&twice, "t", "N", 3), format!("{out} {out}"));
     }
 
     #[test]
