@@ -29,7 +29,16 @@ override NOUT: u32 = NW + COUT;
 // of 8 where a workgroup sums a whole uniform window (set by the Rust side), so few lanes idle.
 override WG: u32 = 32u;
 override CO_TILE: u32 = 1u;   // output channels per workgroup
-override RUN: u32 = 8u;       // output pixels per round, at most 16
+override RUN: u32 = 8u;       // output pixels per round, at most 16 (even when POOLED)
+// POOLED: dy comes as the grad of the 2x2/2 max-pool after this layer's ReLU, `dy` holding the
+// pooled grads [B, COUT, OH/2, OW/2] and `pidx` their argmax (iy * OW + ix in the conv output
+// plane, as maxpool2d_forward writes it, 0xffffffff where the pooled ReLU output is not
+// positive: no grad). A pixel's dy is its window's grad if it is the window's argmax, else 0:
+// the pool's backward pass fused here, so its output (this layer's dy, the largest grad of the
+// network) is never written and the windows over the smaller pooled tensors hold more images.
+override POOLED: bool = false;
+override PH: u32 = OH / 2u;
+override PW: u32 = OW / 2u;
 
 // The arrays' exact sizes (CO_TILE, KW, RUN + KW - 1), written in when the pipeline is
 // built (`with_const`), and the loop over output channels marked `// unroll` is unrolled there
@@ -51,6 +60,8 @@ fn dy_at(i: u32) -> f32 { return dy[i]; }
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 fn x_at(i: u32) -> f32 { return x[i]; }
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+// Only the POOLED variant binds the argmax (the Rust side swaps this line for the binding).
+fn pidx_at(i: u32) -> f32 { return 0.0; }
 
 @compute @workgroup_size(WG, 1, 1)
 fn partials(
@@ -82,20 +93,39 @@ fn partials(
                 }
                 for (var t = 0u; t < CO_TILE; t++) { // unroll
                     let co = min(co0 + t, COUT - 1u);
-                    let drow = (((b - x_b0) * COUT + co) * OH + oy) * OW;
-                    let pa = ox0 + s8;
-                    let da = select(0.0, dy_at(drow + min(pa, OW - 1u)), pa < OW && s8 < RUN);
+                    var da = 0.0;
                     var dbv = 0.0;
-                    if (RUN > 8u) {
-                        let pb = pa + 8u;
-                        dbv = select(0.0, dy_at(drow + min(pb, OW - 1u)), pb < OW && s8 + 8u < RUN);
+                    var ia = 0u;
+                    if (POOLED) {
+                        // Lane s holds pooled column ox0 / 2 + s of pooled row oy / 2.
+                        let pc = ox0 / 2u + s8;
+                        let ok = pc < PW && oy / 2u < PH && s8 < RUN / 2u;
+                        let at = (((b - x_b0) * COUT + co) * PH + min(oy / 2u, PH - 1u)) * PW + min(pc, PW - 1u);
+                        da = select(0.0, dy_at(at), ok);
+                        ia = select(0xffffffffu, bitcast<u32>(pidx_at(at)), ok);
+                    } else {
+                        // Lane s holds pixel ox0 + s (and ox0 + 8 + s).
+                        let drow = (((b - x_b0) * COUT + co) * OH + oy) * OW;
+                        let pa = ox0 + s8;
+                        da = select(0.0, dy_at(drow + min(pa, OW - 1u)), pa < OW && s8 < RUN);
+                        if (RUN > 8u) {
+                            let pb = pa + 8u;
+                            dbv = select(0.0, dy_at(drow + min(pb, OW - 1u)), pb < OW && s8 + 8u < RUN);
+                        }
                     }
                     // This round's sums, local to it: added to the carried accumulators once.
                     var sums: array<f32, KW_N>;
                     var gsum = 0.0;
                     for (var u = 0u; u < RUN; u++) {
                         var g: f32;
-                        if (u < 8u) { g = subgroupShuffle(da, u); } else { g = subgroupShuffle(dbv, u - 8u); }
+                        if (POOLED) {
+                            let here = subgroupShuffle(ia, u / 2u) == oy * OW + ox0 + u;
+                            g = select(0.0, subgroupShuffle(da, u / 2u), here);
+                        } else if (u < 8u) {
+                            g = subgroupShuffle(da, u);
+                        } else {
+                            g = subgroupShuffle(dbv, u - 8u);
+                        }
                         gsum += g;
                         for (var kx = 0u; kx < KW; kx++) {
                             sums[kx] += g * xs[u + kx];

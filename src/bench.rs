@@ -285,7 +285,10 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         ("conv2_backward_input", &a.d_p1, "d_p1"),
         ("pool1_backward", &a.d_a1, "d_a1"),
     ] {
-        errors.push((stage.into(), act_check(buf, name)?));
+        // pool1's backward is fused into conv1's weight grad where that kernel runs.
+        if sched.backward.iter().chain(&sched.forward).any(|st| st.name == stage) {
+            errors.push((stage.into(), act_check(buf, name)?));
+        }
     }
     for l in ["fc1", "fc2", "fc3"] {
         errors.push((format!("{l}_weight_grad"), grad_check(l, false, true)));

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput};
-use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight};
+use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
 use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape, Input, Tiles};
 use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product, Variant};
 use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
@@ -152,6 +152,65 @@ fn conv2d_backward_weight_matches_reference() {
                 assert_close(&format!("{what} db"), &read(&dbb), &db, tolerance(n));
             }
         }
+    }
+}
+
+/// conv -> ReLU -> 2x2/2 max-pool, and the weight grad taken from the pool's output grad and
+/// masked argmax (pool1's backward fused into conv1's weight grad), against the references of
+/// the pool's backward (with the ReLU mask) and the weight grad. Where the adapter does not run
+/// the fused kernel (it needs 8-lane subgroups and uniform windows) there is nothing to test.
+#[test]
+fn conv2d_backward_weight_pooled_matches_reference() {
+    let g = gpu();
+    let slack = UNIFORM_SLACK_BYTES as usize / 4;
+    for s in conv_shapes().into_iter().filter(|s| s.oh() >= 2 && s.ow() >= 2) {
+        let Some(k) = Conv2dBackwardWeightPooled::new(g, s) else {
+            eprintln!("conv2d_backward_weight_pooled: not run on this adapter");
+            return;
+        };
+        let ps = PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 };
+        for seed in SEEDS {
+            let mut r = Rng(seed * 17 + s.batch as u64);
+            // The conv's ReLU output: many windows all zero (no grad), some ties.
+            let act: Vec<f32> = (0..s.output_len()).map(|_| (r.below(5) as f32 - 2.0).max(0.0) * r.uniform(0.5, 1.0)).collect();
+            let (pooled, idx) = maxpool2d_forward::reference(ps, &act);
+            let masked = maxpool2d_forward::masked_argmax(&pooled, &idx);
+            let d_pooled = r.vec(ps.output_len(), -1.0, 1.0);
+            let x = r.vec(s.input_len(), -1.0, 1.0);
+            let d_act = maxpool2d_backward::reference(ps, true, &d_pooled, &idx, &act);
+            let (dw, db) = conv2d_backward_weight::reference(s, &d_act, &x);
+            let padded = |v: &[f32]| [v, &vec![0.0; slack][..]].concat();
+            let idx_padded: Vec<u32> = [&masked[..], &vec![0u32; slack][..]].concat();
+            let (dpb, ib, xb, dwb, dbb) = (upload(&padded(&d_pooled)), upload(&idx_padded), upload(&padded(&x)), out(s.weight_len()), out(s.cout));
+            let d = k.bind(g, s.batch, &v(&dpb), &v(&ib), &v(&xb), &v(&dwb), &v(&dbb)).expect("buffers have slack");
+            if s.batch > 16 {
+                assert!(d.partials.len() > 1, "several windows expected for {s:?}");
+            }
+            let all: Vec<_> = d.partials.iter().chain([&d.reduce]).collect();
+            run_all(g, &all);
+            let what = format!("conv2d_backward_weight_pooled {s:?} seed={seed}");
+            let n = s.batch * s.oh() * s.ow();
+            assert_close(&format!("{what} dw"), &read(&dwb), &dw, tolerance(n));
+            assert_close(&format!("{what} db"), &read(&dbb), &db, tolerance(n));
+        }
+    }
+}
+
+#[test]
+fn maxpool2d_forward_masked_argmax_marks_windows_without_grad() {
+    let g = gpu();
+    for s in pool_shapes() {
+        let k = Maxpool2dForward::with_masked_argmax(g, s, true);
+        let mut r = Rng(7 + s.planes as u64);
+        // After a ReLU: zeros (whole windows of them) and positive values, some tied.
+        let x: Vec<f32> = (0..s.input_len()).map(|_| (r.below(4) as f32 - 2.0).max(0.0) * 0.5).collect();
+        let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
+        k.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib)).run(g);
+        let (y, idx) = maxpool2d_forward::reference(s, &x);
+        let masked = maxpool2d_forward::masked_argmax(&y, &idx);
+        assert!(masked.contains(&maxpool2d_forward::NO_GRAD) && masked.iter().any(|&i| i != maxpool2d_forward::NO_GRAD), "{s:?}: both kinds of window expected");
+        assert_eq!(read(&yb), y, "{s:?}: values");
+        assert_eq!(read_u32(&ib), masked, "{s:?}: masked argmax");
     }
 }
 

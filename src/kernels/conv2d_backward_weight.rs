@@ -29,11 +29,16 @@ fn run_length(ow: usize) -> usize {
     ow.div_ceil(ow.div_ceil(16)).max(1)
 }
 
-/// The subgroup kernel's source with its arrays sized exactly for this shape and its loop over
-/// output channels unrolled.
-fn subgroup_source(s: ConvShape) -> String {
+/// Pixels per round of the pooled variant: even (a round covers whole 2x2 windows), at most 16.
+fn pooled_run_length(ow: usize) -> usize {
+    let run = run_length(ow);
+    run + run % 2
+}
+
+/// The subgroup kernel's source with its arrays sized exactly for this shape and round length
+/// and its loop over output channels unrolled.
+fn subgroup_source(s: ConvShape, run: usize) -> String {
     let src = include_str!("../../shaders/conv2d_backward_weight_subgroup.wgsl");
-    let run = run_length(s.ow());
     let co_tile = Conv2dBackwardWeight::co_tile(s, true);
     let sizes = [("CO_N", co_tile), ("KW_N", s.kw), ("SEG_N", run + s.kw - 1)];
     let src = sizes.iter().fold(src.to_string(), |src, &(name, n)| with_const(&src, name, n));
@@ -86,7 +91,7 @@ impl Conv2dBackwardWeight {
                 } else {
                     "conv2d_backward_weight.partials_subgroup.uniform_x_dy"
                 },
-                subgroup_source(s),
+                subgroup_source(s, run_length(s.ow())),
                 with_wg(Self::lanes_per_group(s, true)),
                 with_wg(if window_chunks { 8 } else { Self::lanes_per_group(s, true) }),
             )
@@ -98,14 +103,7 @@ impl Conv2dBackwardWeight {
             let wsrc = uniform_input(&uniform_input(&psrc, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
             (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &wconsts), per)
         });
-        let reduce = Kernel::with_constants(
-            gpu,
-            "conv2d_backward_weight.reduce",
-            src,
-            "reduce",
-            &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
-            &constants,
-        );
+        let reduce = reduce_kernel(gpu, s);
         Conv2dBackwardWeight { partials, windowed, window_chunks, reduce, shape: s }
     }
 
@@ -205,6 +203,84 @@ impl Conv2dBackwardWeight {
     /// The input variant `bind` uses on this adapter.
     pub fn input(&self) -> super::conv2d_forward::Input {
         super::conv2d_forward::Input::used(self.windowed.is_some())
+    }
+}
+
+/// The reduction over the partial sums (shared by both weight-gradient pipelines).
+fn reduce_kernel(gpu: &Gpu, s: ConvShape) -> Kernel {
+    let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
+    Kernel::with_constants(gpu, "conv2d_backward_weight.reduce", src, "reduce", &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite], &s.constants(&[]))
+}
+
+/// The weight gradient of a convolution whose output goes through ReLU and a 2x2/2 max-pool,
+/// computed from the pool's output grad and its masked argmax
+/// ([`super::maxpool2d_forward::Maxpool2dForward::with_masked_argmax`]): the pool's backward
+/// pass fused in (POOLED in conv2d_backward_weight_subgroup.wgsl), so the layer's output grad,
+/// the largest grad of the network, is never written, and the uniform windows over the pooled
+/// tensors hold more images (conv1: 5 a dispatch instead of 3). Only where the subgroup kernel
+/// runs over uniform windows in 8-lane workgroups (llvmpipe); elsewhere the pool's backward runs
+/// as its own kernel.
+pub struct Conv2dBackwardWeightPooled {
+    partials: Kernel,
+    per: usize,
+    reduce: Kernel,
+    shape: ConvShape,
+}
+
+impl Conv2dBackwardWeightPooled {
+    /// None where this adapter does not run the fused kernel.
+    pub fn new(gpu: &Gpu, s: ConvShape) -> Option<Self> {
+        assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
+        if !(Conv2dBackwardWeight::subgroups_usable(gpu) && super::subgroup_sharing(gpu, 8)) {
+            return None;
+        }
+        let pooled_bytes = 4 * s.cout * (s.oh() / 2) * (s.ow() / 2);
+        let per = shared_uniform_windows(gpu, &[4 * s.cin * s.h * s.w, pooled_bytes])?;
+        let run = pooled_run_length(s.ow());
+        let src = subgroup_source(s, run).replace(
+            "fn pidx_at(i: u32) -> f32 { return 0.0; }",
+            "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }",
+        );
+        let src = uniform_input(&uniform_input(&uniform_input(&src, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES), "pidx", 4, UNIFORM_SLACK_BYTES);
+        let constants = s.constants(&[("WG", 8), ("CO_TILE", Conv2dBackwardWeight::co_tile(s, true)), ("RUN", run), ("POOLED", 1)]);
+        let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
+        let partials = Kernel::with_constants(gpu, "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled", &src, "partials", &slots, &constants);
+        Some(Conv2dBackwardWeightPooled { partials, per, reduce: reduce_kernel(gpu, s), shape: s })
+    }
+
+    /// `d_pooled` and `argmax` are the pool's output grad and masked argmax ([B, COUT, OH/2,
+    /// OW/2]), `x` the conv's input; `dw` and `db` are overwritten. None when a buffer lacks the
+    /// slack after its data that a full last uniform window needs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(&self, gpu: &Gpu, batch: usize, d_pooled: &View, argmax: &View, x: &View, dw: &View, db: &View) -> Option<BackwardWeightDispatch> {
+        let s = self.shape;
+        let nout = s.weight_len() + s.cout;
+        let (x_bytes, p_bytes) = ((4 * s.cin * s.h * s.w) as u64, (4 * s.cout * (s.oh() / 2) * (s.ow() / 2)) as u64);
+        let xs = image_windows(x, batch, x_bytes, self.per)?;
+        let ds = image_windows(d_pooled, batch, p_bytes, self.per)?;
+        let is = image_windows(argmax, batch, p_bytes, self.per)?;
+        let chunks = xs.len();
+        let params = |c0: usize, x_b0: usize| {
+            let p = Params { batch: batch as u32, chunk: self.per as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
+            gpu.uniform("conv2d_backward_weight params", &p)
+        };
+        let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
+        let sv = View::whole(&scratch);
+        let grid = [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
+        // One chunk per window: chunk k is window k's images, k * per onwards.
+        let partials = xs
+            .into_iter()
+            .zip(ds)
+            .zip(is)
+            .enumerate()
+            .map(|(k, (((b0, _, xw), (_, _, dw_)), (_, _, iw)))| {
+                let p = params(k, b0);
+                self.partials.bind(gpu, &[p.as_entire_binding(), dw_, xw, sv.resource(), iw], grid)
+            })
+            .collect();
+        let p = params(0, 0);
+        let reduce = self.reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
+        Some(BackwardWeightDispatch { partials, reduce, scratch })
     }
 }
 

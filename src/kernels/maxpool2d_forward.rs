@@ -49,13 +49,22 @@ pub struct Maxpool2dForward {
 impl Maxpool2dForward {
     /// `s.planes` is ignored: the number of planes is chosen per bind.
     pub fn new(gpu: &Gpu, s: PoolShape) -> Self {
+        Self::with_masked_argmax(gpu, s, false)
+    }
+
+    /// With `masked`, a window whose maximum is not positive gets the argmax [`NO_GRAD`] (the
+    /// pool after a ReLU whose backward is fused into the conv weight gradient; see
+    /// [`masked_argmax`]).
+    pub fn with_masked_argmax(gpu: &Gpu, s: PoolShape, masked: bool) -> Self {
+        let mut constants = plane_constants(s);
+        constants.push(("MASK_ARGMAX", masked as u32 as f64));
         let kernel = Kernel::with_constants(
             gpu,
-            "maxpool2d_forward",
+            if masked { "maxpool2d_forward.masked_argmax" } else { "maxpool2d_forward" },
             include_str!("../../shaders/maxpool2d_forward.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
-            &plane_constants(s),
+            &constants,
         );
         Maxpool2dForward { kernel, shape: s }
     }
@@ -69,6 +78,15 @@ impl Maxpool2dForward {
             grid_1d(total),
         )
     }
+}
+
+/// The argmax of a window that passes no grad (see [`Maxpool2dForward::with_masked_argmax`]).
+pub const NO_GRAD: u32 = u32::MAX;
+
+/// CPU reference of the masked argmax: `idx`, with [`NO_GRAD`] where the window's maximum `y`
+/// is not positive.
+pub fn masked_argmax(y: &[f32], idx: &[u32]) -> Vec<u32> {
+    y.iter().zip(idx).map(|(&v, &i)| if v > 0.0 { i } else { NO_GRAD }).collect()
 }
 
 /// CPU reference: (values, argmax as iy*W+ix within the plane; first maximum wins, NaN wins).

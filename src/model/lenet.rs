@@ -8,7 +8,7 @@
 use super::{param_specs, Arena, CLASSES, IMAGE};
 use crate::gpu::Gpu;
 use crate::kernels::conv2d_backward_input::Conv2dBackwardInput;
-use crate::kernels::conv2d_backward_weight::Conv2dBackwardWeight;
+use crate::kernels::conv2d_backward_weight::{Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
 use crate::kernels::conv2d_forward::{Conv2dForward, ConvShape};
 use crate::kernels::gemm::{Epilogue, Gemm, Product};
 use crate::kernels::maxpool2d_backward::Maxpool2dBackward;
@@ -25,6 +25,9 @@ pub struct LenetKernels {
     pub conv2_forward: Conv2dForward,
     pub conv2_backward_input: Conv2dBackwardInput,
     pub conv1_backward_weight: Conv2dBackwardWeight,
+    /// conv1's weight grad with pool1's backward fused in, where the adapter runs it (then
+    /// pool1's forward writes the masked argmax it reads and pool1's backward is not run).
+    pub conv1_backward_weight_pooled: Option<Conv2dBackwardWeightPooled>,
     pub conv2_backward_weight: Conv2dBackwardWeight,
     pub pool1_forward: Maxpool2dForward,
     pub pool2_forward: Maxpool2dForward,
@@ -39,13 +42,15 @@ pub struct LenetKernels {
 impl LenetKernels {
     pub fn new(gpu: &Gpu, in_channels: usize) -> Self {
         let (c1, c2) = (conv1_shape(0, in_channels), conv2_shape(0));
+        let conv1_backward_weight_pooled = Conv2dBackwardWeightPooled::new(gpu, c1);
         LenetKernels {
             conv1_forward: Conv2dForward::new(gpu, c1, true),
             conv2_forward: Conv2dForward::new(gpu, c2, true),
             conv2_backward_input: Conv2dBackwardInput::new(gpu, c2),
             conv1_backward_weight: Conv2dBackwardWeight::new(gpu, c1),
+            pool1_forward: Maxpool2dForward::with_masked_argmax(gpu, pool1_shape(0), conv1_backward_weight_pooled.is_some()),
+            conv1_backward_weight_pooled,
             conv2_backward_weight: Conv2dBackwardWeight::new(gpu, c2),
-            pool1_forward: Maxpool2dForward::new(gpu, pool1_shape(0)),
             pool2_forward: Maxpool2dForward::new(gpu, pool2_shape(0)),
             pool1_backward: Maxpool2dBackward::new(gpu, pool1_shape(0), true),
             pool2_backward: Maxpool2dBackward::new(gpu, pool2_shape(0), true),
@@ -164,7 +169,7 @@ impl Activations {
             labels: s("labels", b),
             a1: s("a1", b * 6 * 28 * 28),
             p1: a("p1", b * 6 * 14 * 14),
-            i1: s("i1", b * 6 * 14 * 14),
+            i1: a("i1", b * 6 * 14 * 14),
             a2: s("a2", b * 16 * 10 * 10),
             p2: a("p2", b * 400),
             i2: s("i2", b * 400),
@@ -176,7 +181,7 @@ impl Activations {
             d_a3: a("d_a3", b * 120),
             d_p2: s("d_p2", b * 400),
             d_a2: a("d_a2", b * 16 * 10 * 10),
-            d_p1: s("d_p1", b * 6 * 14 * 14),
+            d_p1: a("d_p1", b * 6 * 14 * 14),
             d_a1: a("d_a1", b * 6 * 28 * 28),
         }
     }
@@ -244,7 +249,14 @@ impl Schedule {
         let none = Epilogue::default();
         let masked = Epilogue { bias: false, relu: false, mask: true };
         let conv2_w = k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
-        let conv1_w = k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"));
+        // conv1's weight grad straight from pool1's output grad where the fused kernel runs,
+        // else pool1's backward (with conv1's ReLU) and then the weight grad.
+        let conv1_w_pooled = k.conv1_backward_weight_pooled.as_ref().map(|kp| {
+            kp.bind(gpu, batch, &v(&a.d_p1), &v(&a.i1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"))
+                .expect("pooled grads, argmax and x are allocated with uniform-window slack")
+        });
+        let pool1_backward = conv1_w_pooled.is_none().then(|| Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))));
+        let conv1_w = conv1_w_pooled.unwrap_or_else(|| k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias")));
         let all = |buf: &wgpu::Buffer| View::whole(buf);
         let arena_view = |buf: &wgpu::Buffer| View { buffer: buf.clone(), offset: 0, len: net.arena.words };
         // Each named stage is one kernel's work: one dispatch, or a few (GEMM windows, the
@@ -259,24 +271,27 @@ impl Schedule {
             Stage::new("fc3_forward", k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits))),
             Stage::one("softmax_cross_entropy", k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds)),
         ];
-        let backward: Vec<Stage> = vec![
-            Stage::new("fc3_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight"))),
-            Stage::one("fc3_bias_grad", k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias"))),
-            Stage::new("fc3_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4))),
-            Stage::new("fc2_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight"))),
-            Stage::one("fc2_bias_grad", k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias"))),
-            Stage::new("fc2_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3))),
-            Stage::new("fc1_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight"))),
-            Stage::one("fc1_bias_grad", k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias"))),
-            Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2))),
+        let backward: Vec<Stage> = [
+            Some(Stage::new("fc3_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight")))),
+            Some(Stage::one("fc3_bias_grad", k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias")))),
+            Some(Stage::new("fc3_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4)))),
+            Some(Stage::new("fc2_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight")))),
+            Some(Stage::one("fc2_bias_grad", k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias")))),
+            Some(Stage::new("fc2_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3)))),
+            Some(Stage::new("fc1_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight")))),
+            Some(Stage::one("fc1_bias_grad", k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias")))),
+            Some(Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)))),
             // pool2's backward fuses the ReLU of conv2; conv1's input grad is not needed.
-            Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2))),
-            Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat()),
-            Stage::new("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1))),
-            Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))),
-            Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat()),
-            Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity))),
-        ];
+            Some(Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)))),
+            Some(Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat())),
+            Some(Stage::new("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)))),
+            pool1_backward,
+            Some(Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat())),
+            Some(Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity)))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Schedule {
             batch,
             acts,
