@@ -1,4 +1,5 @@
-//! Wall-clock time of each dispatch of one training step (quick profile).
+//! Wall-clock time of each dispatch of one training step (quick profile). Batch as the first
+//! argument (64 by default); PROFILE_CHANNELS, PROFILE_STEPS and PROFILE_STAGE below.
 use gpu_lenet::gpu::{AdapterChoice, Gpu};
 use gpu_lenet::kernels::{softmax_cross_entropy::METRICS_WORDS, StepTable, View};
 use gpu_lenet::model::{Lenet, LenetKernels, Schedule};
@@ -7,8 +8,10 @@ use std::time::Instant;
 fn main() {
     let batch: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(64);
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
-    let k = LenetKernels::new(&gpu, 3);
-    let net = Lenet::new(&gpu, 3);
+    // PROFILE_CHANNELS=1: the network for one-channel images (Fashion-MNIST); 3 (CIFAR-10) by default.
+    let cin: usize = std::env::var("PROFILE_CHANNELS").ok().and_then(|c| c.parse().ok()).unwrap_or(3);
+    let k = LenetKernels::new(&gpu, cin);
+    let net = Lenet::new(&gpu, cin);
     let table = StepTable::sequential(&gpu, 1, batch);
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);

@@ -130,7 +130,11 @@ impl Conv2dBackwardWeight {
             // Measured on lavapipe (PROFILE_STAGE=conv*_backward_weight, same run): conv2 (16
             // channels) 4 a workgroup 2.6 ms, 8 3.2-4.7 ms, 2 3.1-3.4 ms; conv1 (6) 6 and 1
             // 5.0-5.5 ms, 3 5.3-6.2 ms. More channels share each x load but crowd the registers.
-            if s.cout <= 6 {
+            // With one input channel (Fashion-MNIST; 5 lanes, one workgroup wide) conv1 at 1
+            // channel a workgroup 2.2-2.3 ms, 3 or 6 2.6-2.7 ms: the workgroups spread over cores.
+            if s.cin * s.kh <= 8 {
+                1
+            } else if s.cout <= 6 {
                 s.cout
             } else {
                 4
