@@ -89,6 +89,70 @@ fn conv2d_forward_matches_reference() {
 }
 
 #[test]
+fn conv2d_relu_maxpool_forward_matches_reference() {
+    use gpu_lenet::kernels::conv2d_relu_maxpool_forward::{self as fused, Conv2dReluMaxpoolForward};
+    let g = gpu();
+    for s in conv_shapes() {
+        let mut kernels = vec![Conv2dReluMaxpoolForward::new(g, s)];
+        if s.batch == 2 || s.batch == 3 || (s.batch == 64 && s.cin == 3) {
+            // One channel per invocation, and all of them (more than 4 overhangs the channels).
+            kernels.push(Conv2dReluMaxpoolForward::with_options(g, s, 1, subgroup_sharing(g, 64)));
+            kernels.push(Conv2dReluMaxpoolForward::with_options(g, s, s.cout.min(8), subgroup_sharing(g, 64)));
+        }
+        if subgroup_sharing(g, 64) {
+            kernels.push(Conv2dReluMaxpoolForward::with_options(g, s, s.cout.div_ceil(s.cout.div_ceil(4)), false));
+        }
+        for (k, seed) in kernels.iter().flat_map(|k| SEEDS.map(|seed| (k, seed))) {
+            let mut r = Rng(seed * 1009 + s.batch as u64);
+            let x = r.vec(s.input_len(), -1.0, 1.0);
+            let w = r.vec(s.weight_len(), -0.3, 0.3);
+            let b = r.vec(s.cout, -0.3, 0.3);
+            let (want, want_idx) = fused::reference(s, &x, &w, &b);
+            let conv = conv2d_forward::reference(s, true, &x, &w, &b);
+            let ps = k.pooled(s.batch);
+            for slack in [0, UNIFORM_SLACK_BYTES as usize / 4] {
+                let mut xs = x.clone();
+                xs.resize(x.len() + slack, 0.0);
+                let (xb, wb, bb, pb, ib) = (upload(&xs), upload(&w), upload(&b), out(ps.output_len()), out(ps.output_len()));
+                let ds = k.bind(g, s.batch, &v(&xb), &v(&wb), &v(&bb), &v(&pb), &v(&ib));
+                if slack > 0 && k.input() == Input::UniformWindows && s.batch > 16 {
+                    assert!(ds.len() > 1, "several windows expected for {s:?}");
+                }
+                run_all(g, &ds.iter().collect::<Vec<_>>());
+                let what = format!("conv2d_relu_maxpool_forward {s:?} shared={} seed={seed} slack={slack}", k.shares_weights());
+                let tol = tolerance(s.cin * s.kh * s.kw);
+                let got = read(&pb);
+                assert_close(&what, &got, &want, tol);
+                if want.len() > 1000 {
+                    assert!(want_idx.contains(&maxpool2d_forward::NO_GRAD), "{what}: windows without grad expected");
+                }
+                // The argmax names a maximum of its window: the reference's own where the maximum
+                // is clear, else any position whose value is the maximum within rounding; and it
+                // is masked exactly where the kernel's own maximum is not positive.
+                let scale = want.iter().fold(0f32, |m, &v| m.max(v.abs())).max(1e-30);
+                let (oh, ow) = (s.oh(), s.ow());
+                for (o, &i) in read_u32(&ib).iter().enumerate() {
+                    assert_eq!(i == maxpool2d_forward::NO_GRAD, !(got[o] > 0.0), "{what}: mask of window {o} (max {})", got[o]);
+                    if i == maxpool2d_forward::NO_GRAD {
+                        continue;
+                    }
+                    let plane = o / (ps.oh() * ps.ow());
+                    let (py, px) = ((o / ps.ow()) % ps.oh(), o % ps.ow());
+                    let (iy, ix) = (i as usize / ow, i as usize % ow);
+                    assert!(iy / 2 == py && ix / 2 == px && iy < oh, "{what}: argmax {i} outside window {o}");
+                    let v = conv[plane * oh * ow + i as usize];
+                    assert!((v - want[o]).abs() <= tol as f32 * scale, "{what}: argmax {i} of window {o} holds {v}, the maximum is {}", want[o]);
+                    if i != want_idx[o] && want_idx[o] != maxpool2d_forward::NO_GRAD {
+                        let theirs = conv[plane * oh * ow + want_idx[o] as usize];
+                        assert!((theirs - v).abs() <= tol as f32 * scale, "{what}: argmax {i} != {} at {o} with distinct values", want_idx[o]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn conv2d_backward_input_matches_reference() {
     let g = gpu();
     for s in conv_shapes() {

@@ -10,6 +10,7 @@ pub mod bias_grad;
 pub mod conv2d_backward_input;
 pub mod conv2d_backward_weight;
 pub mod conv2d_forward;
+pub mod conv2d_relu_maxpool_forward;
 pub mod gemm;
 pub mod maxpool2d_backward;
 pub mod maxpool2d_forward;

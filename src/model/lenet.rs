@@ -10,6 +10,7 @@ use crate::gpu::Gpu;
 use crate::kernels::conv2d_backward_input::Conv2dBackwardInput;
 use crate::kernels::conv2d_backward_weight::{Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
 use crate::kernels::conv2d_forward::{Conv2dForward, ConvShape};
+use crate::kernels::conv2d_relu_maxpool_forward::Conv2dReluMaxpoolForward;
 use crate::kernels::gemm::{Epilogue, Gemm, Product};
 use crate::kernels::maxpool2d_backward::Maxpool2dBackward;
 use crate::kernels::maxpool2d_forward::{Maxpool2dForward, PoolShape};
@@ -22,6 +23,9 @@ use crate::kernels::{Dispatch, StepTable, View};
 /// specialised to their layer's shape).
 pub struct LenetKernels {
     pub conv1_forward: Conv2dForward,
+    /// conv1 + ReLU + pool1 in one kernel, where conv1's weight grad takes pool1's output grad
+    /// (`conv1_backward_weight_pooled`): then nothing needs conv1's output.
+    pub conv1_pool1_forward: Option<Conv2dReluMaxpoolForward>,
     pub conv2_forward: Conv2dForward,
     pub conv2_backward_input: Conv2dBackwardInput,
     pub conv1_backward_weight: Conv2dBackwardWeight,
@@ -45,6 +49,7 @@ impl LenetKernels {
         let conv1_backward_weight_pooled = Conv2dBackwardWeightPooled::new(gpu, c1);
         LenetKernels {
             conv1_forward: Conv2dForward::new(gpu, c1, true),
+            conv1_pool1_forward: conv1_backward_weight_pooled.as_ref().map(|_| Conv2dReluMaxpoolForward::new(gpu, c1)),
             conv2_forward: Conv2dForward::new(gpu, c2, true),
             conv2_backward_input: Conv2dBackwardInput::new(gpu, c2),
             conv1_backward_weight: Conv2dBackwardWeight::new(gpu, c1),
@@ -261,16 +266,22 @@ impl Schedule {
         let arena_view = |buf: &wgpu::Buffer| View { buffer: buf.clone(), offset: 0, len: net.arena.words };
         // Each named stage is one kernel's work: one dispatch, or a few (GEMM windows, the
         // two passes of the conv weight grad).
-        let forward: Vec<Stage> = vec![
-            Stage::new("conv1_forward", k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))),
-            Stage::one("pool1_forward", k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))),
+        let conv1_pool1 = match &k.conv1_pool1_forward {
+            Some(fused) => vec![Stage::new("conv1_pool1_forward", fused.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.p1), &v(&a.i1)))],
+            None => vec![
+                Stage::new("conv1_forward", k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))),
+                Stage::one("pool1_forward", k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))),
+            ],
+        };
+        let forward: Vec<Stage> = conv1_pool1.into_iter().chain([
             Stage::new("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
             Stage::one("pool2_forward", k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))),
             Stage::new("fc1_forward", k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3))),
             Stage::new("fc2_forward", k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4))),
             Stage::new("fc3_forward", k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits))),
             Stage::one("softmax_cross_entropy", k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds)),
-        ];
+        ])
+        .collect();
         let backward: Vec<Stage> = [
             Some(Stage::new("fc3_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight")))),
             Some(Stage::one("fc3_bias_grad", k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias")))),

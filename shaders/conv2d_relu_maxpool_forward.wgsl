@@ -1,0 +1,153 @@
+// conv2d_relu_maxpool_forward: p = maxpool2x2(relu(conv(x, w) + b)) with the argmax, in one pass.
+// x [B, CIN, H, W], w [COUT, CIN, KH, KW], b [COUT] -> p, idx [B, COUT, OH / 2, OW / 2]; idx is
+// PyTorch's, the flat index oy * OW + ox of the window's maximum inside the conv output plane,
+// masked: 0xffffffff where the maximum is not positive (the ReLU passes no grad there), the
+// argmax that conv2d_backward_weight_subgroup.wgsl's POOLED variant reads. Used where that
+// variant runs, so nothing needs the conv output itself.
+//
+// The same convolution as conv2d_forward.wgsl (read that first), fused with the ReLU and the 2x2,
+// stride 2 max-pool after it, so the conv output never goes to memory: one invocation computes a
+// 2 x 4 block of conv outputs (rows 2py and 2py + 1, columns 4q .. 4q + 3) for CO_TILE output
+// channels and writes the two pooled values and their argmax. Input rows 2py .. 2py + KH each feed
+// both conv rows (as kernel rows iy and iy - 1), so each is loaded once. On lavapipe this saves
+// the conv output's stores (a quarter of conv1's forward time), the pool's loads and its dispatch.
+//
+// Ties and NaN follow maxpool2d_forward.wgsl: the first maximum in row-major window order wins,
+// a NaN wins over everything and the first NaN is kept.
+
+override CIN: u32;
+override H: u32;
+override W: u32;
+override COUT: u32;
+override KH: u32;
+override KW: u32;
+override CO_TILE: u32;   // output channels per invocation (2 * CO_TILE vec4 accumulators)
+override OH: u32 = H - KH + 1u;
+override OW: u32 = W - KW + 1u;
+override PH: u32 = OH / 2u;                 // pooled rows and columns (floor mode)
+override PW: u32 = OW / 2u;
+override GROUPS: u32 = (PW + 1u) / 2u;      // quads of conv columns (pairs of pooled columns) per row
+
+const MAX_SEG: u32 = 20u;  // 4 outputs + kernel width up to 16 - 1
+const MAX_CO: u32 = 8u;
+const MAX_WL: u32 = 16u;   // CO_TILE * KW / SHARE: 8 channels x width 16 / 8
+
+// The dispatch covers images b0 .. b0 + images; `x` is bound from image b0 on (the whole batch,
+// or a 64 KiB uniform window of it: see `x_at`).
+struct Params { batch: u32, b0: u32, images: u32, _p2: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+fn x_at(i: u32) -> f32 { return x[i]; }
+const WEIGHT_VEC4S: u32 = 1u;  // sizes of the uniform arrays, written in by the Rust side
+const BIAS_VEC4S: u32 = 1u;
+@group(0) @binding(2) var<uniform> wt: array<vec4<f32>, WEIGHT_VEC4S>;
+@group(0) @binding(3) var<uniform> bias: array<vec4<f32>, BIAS_VEC4S>;
+fn weight(i: u32) -> f32 { return wt[i >> 2u][i & 3u]; }
+fn bias_of(i: u32) -> f32 { return bias[i >> 2u][i & 3u]; }
+@group(0) @binding(4) var<storage, read_write> pooled: array<f32>;
+@group(0) @binding(5) var<storage, read_write> argmax: array<u32>;
+
+// Lanes that share their weight loads; `share(v, l)` is lane l's `v` (rewritten together).
+const SHARE: u32 = 1u;
+fn share(v: f32, lane: u32) -> f32 { return v; }
+
+fn is_nan(v: f32) -> bool {
+    let b = bitcast<u32>(v);
+    return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;
+}
+
+// The running maximum of a window, starting from its first value: a later value wins if it is
+// larger or a NaN, unless the maximum so far is already a NaN. (Written without arrays or loops:
+// a loop over the window with `continue` measured 10x slower on llvmpipe, its arrays spilled.)
+struct Best { v: f32, i: u32 }
+fn consider(b: Best, v: f32, i: u32) -> Best {
+    if ((v > b.v || is_nan(v)) && !is_nan(b.v)) { return Best(v, i); }
+    return b;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lane_id: u32,
+) {
+    // Invocations run over (image, pooled row, quad); with SHARE > 1 idle lanes of the last
+    // workgroup compute a clamped duplicate and write nothing (shuffles need them running).
+    let live = gid.x < p.images * PH * GROUPS;
+    if (SHARE == 1u && !live) { return; }
+    let flat = min(gid.x, p.images * PH * GROUPS - 1u);
+    let lane = lane_id % SHARE;
+    let co0 = wid.y * CO_TILE;
+    let b = flat / (PH * GROUPS);   // image within the bound input
+    let bo = p.b0 + b;              // image within the batch (the output)
+    let tile = flat % (PH * GROUPS);
+    let py = tile / GROUPS;
+    let ox0 = (tile % GROUPS) * 4u;
+    let oy0 = 2u * py;
+
+    var acc: array<vec4<f32>, 16>;   // [t * 2 + r]: conv row oy0 + r
+    for (var t = 0u; t < CO_TILE; t++) {
+        let bv = vec4<f32>(bias_of(min(co0 + t, COUT - 1u)));
+        acc[2u * t] = bv;
+        acc[2u * t + 1u] = bv;
+    }
+    for (var ci = 0u; ci < CIN; ci++) {
+        var wl_prev: array<f32, MAX_WL>;   // shared weights of kernel row iy - 1
+        for (var iy = 0u; iy <= KH; iy++) {
+            let row = ((b * CIN + ci) * H + oy0 + iy) * W;
+            var seg: array<f32, MAX_SEG>;
+            for (var j = 0u; j < 4u + KW - 1u; j++) {
+                // Past the row's end only for outputs that are not pooled.
+                seg[j] = x_at(row + min(ox0 + j, W - 1u));
+            }
+            // Shared: kernel row iy's weights, element e = t * KW + kx, lane l loading e = j * 8 + l.
+            var wl: array<f32, MAX_WL>;
+            // (A constant trip count, so the loop unrolls and wl stays in registers; the last
+            // input row reloads kernel row KH - 1 and does not use it.)
+            for (var j = 0u; j < select(0u, (CO_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
+                let e = min(j * SHARE + lane, CO_TILE * KW - 1u);
+                wl[j] = weight(((min(co0 + e / KW, COUT - 1u) * CIN + ci) * KH + min(iy, KH - 1u)) * KW + e % KW);
+            }
+            for (var t = 0u; t < CO_TILE; t++) {
+                let co = min(co0 + t, COUT - 1u);
+                for (var kx = 0u; kx < KW; kx++) {
+                    let xv = vec4<f32>(seg[kx], seg[kx + 1u], seg[kx + 2u], seg[kx + 3u]);
+                    let e = t * KW + kx;
+                    if (iy < KH) {   // conv row oy0 with kernel row iy
+                        var wv: f32;
+                        if (SHARE > 1u) { wv = share(wl[e / SHARE], e % SHARE); } else { wv = weight(((co * CIN + ci) * KH + iy) * KW + kx); }
+                        acc[2u * t] += wv * xv;
+                    }
+                    if (iy >= 1u) {  // conv row oy0 + 1 with kernel row iy - 1
+                        var wv: f32;
+                        if (SHARE > 1u) { wv = share(wl_prev[e / SHARE], e % SHARE); } else { wv = weight(((co * CIN + ci) * KH + iy - 1u) * KW + kx); }
+                        acc[2u * t + 1u] += wv * xv;
+                    }
+                }
+            }
+            wl_prev = wl;
+        }
+    }
+    for (var t = 0u; t < CO_TILE; t++) {
+        let co = co0 + t;
+        if (co >= COUT || !live) { break; }
+        let r0 = max(acc[2u * t], vec4<f32>(0.0));
+        let r1 = max(acc[2u * t + 1u], vec4<f32>(0.0));
+        for (var k = 0u; k < 2u; k++) {
+            let pc = ox0 / 2u + k;
+            if (pc >= PW) { break; }
+            // The window in row-major order: (oy0, 2pc), (oy0, 2pc + 1), (oy0 + 1, 2pc), (oy0 + 1, 2pc + 1).
+            let i0 = oy0 * OW + 2u * pc;
+            var m = Best(r0[2u * k], i0);
+            m = consider(m, r0[2u * k + 1u], i0 + 1u);
+            m = consider(m, r1[2u * k], i0 + OW);
+            m = consider(m, r1[2u * k + 1u], i0 + OW + 1u);
+            let best = m.v;
+            let best_i = m.i;
+            let o = ((bo * COUT + co) * PH + py) * PW + pc;
+            pooled[o] = best;
+            argmax[o] = select(best_i, 0xffffffffu, !(best > 0.0));
+        }
+    }
+}
