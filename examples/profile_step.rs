@@ -61,7 +61,7 @@ fn main() {
         println!("{stage}: {:.3} ms per run (wall clock, {runs} runs)", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
         return;
     }
-    for d in s.forward.iter().chain(&s.backward).flat_map(|st| &st.dispatches) {
+    for (stage, d) in s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))) {
         d.run(&gpu);
         gpu.wait_idle().unwrap();
         let reps = 5;
@@ -70,6 +70,6 @@ fn main() {
             d.run(&gpu);
             gpu.wait_idle().unwrap();
         }
-        println!("{:40} {:?} {:8.3} ms", d.name, d.workgroups, t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+        println!("{stage:24} {:40} {:?} {:8.3} ms", d.name, d.workgroups, t.elapsed().as_secs_f64() * 1e3 / reps as f64);
     }
 }

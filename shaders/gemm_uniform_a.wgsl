@@ -86,18 +86,33 @@ fn main(
         }
         ak += SHARE * a_cs;
     }
+    // The epilogue's params read once and the bias once per column (each uniform read in the
+    // unrolled loop below was a gather of its own on llvmpipe, each bias read a storage load).
+    let m = p.m;
+    let n = p.n;
+    let c_row0 = p.c_row0;
+    let c_col0 = p.c_col0;
+    let ldc = p.ldc;
+    let accumulate = p.accumulate != 0u;
+    let relu = p.relu != 0u;
+    let mask = p.mask != 0u;
+    var bias4 = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        for (var u = 0u; u < 4u; u++) {
+            bias4[u] = bias[c_col0 + min(j0 + u, n - 1u)];
+        }
+    }
     for (var t = 0u; t < 8u; t++) {
         let i = i0 + t;
-        if (i >= p.m || j0 >= p.n) { break; }
-        let row = (p.c_row0 + i) * p.ldc + p.c_col0;
+        if (i >= m || j0 >= n) { break; }
+        let row = (c_row0 + i) * ldc + c_col0;
         for (var u = 0u; u < 4u; u++) {
             let j = j0 + u;
-            if (j >= p.n) { break; }
-            var v = acc[t][u];
-            if (p.accumulate != 0u) { v += c[row + j]; }
-            if (p.has_bias != 0u) { v += bias[p.c_col0 + j]; }
-            if (p.relu != 0u) { v = max(v, 0.0); }
-            if (p.mask != 0u && !(aux[row + j] > 0.0)) { v = 0.0; }
+            if (j >= n) { break; }
+            var v = acc[t][u] + bias4[u];
+            if (accumulate) { v += c[row + j]; }
+            if (relu) { v = max(v, 0.0); }
+            if (mask && !(aux[row + j] > 0.0)) { v = 0.0; }
             c[row + j] = v;
         }
     }

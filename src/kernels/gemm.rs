@@ -262,7 +262,8 @@ impl Gemm {
             (Split::Whole, 0, 0)
         } else if product == Product::Forward && b_rs == 1 {
             let unit = 4 * b_cs; // one output column of B is one row of W
-            let c_step = lcm(4, align / gcd(unit, align));
+            // Whole workgroups of columns (8 lanes x 4) where a window holds that many.
+            let c_step = lcm(if window / unit >= 32 { 32 } else { 4 }, align / gcd(unit, align));
             let b_per = (window / unit) / c_step * c_step;
             if b_per == 0 || !fits(b.offset, (cols.div_ceil(b_per) - 1) * b_per, unit) {
                 return None;
