@@ -22,6 +22,12 @@ override CI_TILE: u32;   // input channels per invocation
 override PXQ: u32;       // quads of 4 input pixels per invocation; CI_TILE * PXQ <= 32
 override OH: u32 = H - KH + 1u;
 override OW: u32 = W - KW + 1u;
+// POOLED: dy comes as the grad of the 2x2/2 max-pool after this layer's ReLU (see POOLED in
+// conv2d_backward_weight_subgroup.wgsl): `dy` holds the pooled grads [B, COUT, OH/2, OW/2] and
+// `pidx` their masked argmax; an output pixel's dy is its window's grad where it is the argmax.
+override POOLED: bool = false;
+override PH: u32 = OH / 2u;
+override PW: u32 = OW / 2u;
 override QUADS: u32 = (W + 3u) / 4u;
 override GROUPS: u32 = (QUADS + PXQ - 1u) / PXQ;   // invocations per input row
 
@@ -37,6 +43,8 @@ struct Params { batch: u32, b0: u32, images: u32, _p2: u32 }
 // Rewritten into a uniform window where uniform loads are cheap (see conv2d_forward.wgsl).
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 fn dy_at(i: u32) -> f32 { return dy[i]; }
+// Only the POOLED variant binds the argmax (the Rust side swaps this line for the binding).
+fn pidx_at(i: u32) -> f32 { return 0.0; }
 const WEIGHT_VEC4S: u32 = 1u;  // written in when the pipeline is built (see `with_const`)
 @group(0) @binding(2) var<uniform> wt: array<vec4<f32>, WEIGHT_VEC4S>;
 
@@ -73,10 +81,41 @@ fn main(
             let row = i32((b * COUT + co) * OH * OW) + select(0, oy, row_ok) * i32(OW);
             // seg[j] = dy[oy, ix0 + j - (KW - 1)], zero outside the output.
             var seg: array<f32, MAX_SEG>;
-            for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
-                let ox = ix0 + i32(j) - i32(KW - 1u);
-                let ok = row_ok && ox >= 0 && ox < i32(OW);
-                seg[j] = select(0.0, dy_at(u32(row + clamp(ox, 0, i32(OW) - 1))), ok);
+            if (POOLED && (KW - 1u) % 2u == 0u) {
+                // ix0 and KW - 1 even: seg[2h] and seg[2h + 1] lie in one pool window, whose
+                // grad and argmax are loaded once for both.
+                let py = u32(max(oy, 0)) / 2u;
+                let prow = ((b * COUT + co) * PH + min(py, PH - 1u)) * PW;
+                for (var h = 0u; h < (4u * PXQ + KW) / 2u; h++) {
+                    let ox = ix0 + i32(2u * h) - i32(KW - 1u);
+                    let px = u32(max(ox, 0)) / 2u;
+                    let ok = row_ok && py < PH && ox >= 0 && px < PW;
+                    let at = prow + min(px, PW - 1u);
+                    let arg = bitcast<u32>(pidx_at(at));
+                    let g = select(0.0, dy_at(at), ok);
+                    let first = u32(max(oy, 0)) * OW + u32(max(ox, 0));
+                    seg[2u * h] = select(0.0, g, arg == first);
+                    if (2u * h + 1u < 4u * PXQ + KW - 1u) {
+                        seg[2u * h + 1u] = select(0.0, g, arg == first + 1u);
+                    }
+                }
+            } else if (POOLED) {
+                let py = u32(max(oy, 0)) / 2u;
+                let prow = ((b * COUT + co) * PH + min(py, PH - 1u)) * PW;
+                for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
+                    let ox = ix0 + i32(j) - i32(KW - 1u);
+                    let px = u32(max(ox, 0)) / 2u;
+                    let ok = row_ok && py < PH && ox >= 0 && px < PW;
+                    let at = prow + min(px, PW - 1u);
+                    let here = bitcast<u32>(pidx_at(at)) == u32(max(oy, 0)) * OW + u32(max(ox, 0));
+                    seg[j] = select(0.0, dy_at(at), ok && here);
+                }
+            } else {
+                for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
+                    let ox = ix0 + i32(j) - i32(KW - 1u);
+                    let ok = row_ok && ox >= 0 && ox < i32(OW);
+                    seg[j] = select(0.0, dy_at(u32(row + clamp(ox, 0, i32(OW) - 1))), ok);
+                }
             }
             // Shared: this (co, ky)'s weights, element e = t * KW + kx, lane l loading e = j * 8 + l.
             var wl: array<f32, MAX_WL>;

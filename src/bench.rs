@@ -191,6 +191,7 @@ fn cost(name: &str, b: usize, cin: usize, arena_words: usize) -> (f64, f64) {
         "prepare_batch" => (f(3 * b * cin * 1024), f(b * cin * 1024 + 4 * b * cin * 1024 + 8 * b)),
         "conv1_forward" => (conv(c1).0, f(4 * (c1.input_len() + c1.weight_len() + c1.output_len()))),
         "conv1_pool1_forward" => (conv(c1).0 + f(3 * p1.output_len()), f(4 * (c1.input_len() + c1.weight_len() + 2 * p1.output_len()))),
+        "conv2_pool2_forward" => (conv(c2).0 + f(3 * p2.output_len()), f(4 * (c2.input_len() + c2.weight_len() + 2 * p2.output_len()))),
         "conv2_forward" => (conv(c2).0, f(4 * (c2.input_len() + c2.weight_len() + c2.output_len()))),
         "pool1_forward" => (f(3 * p1.output_len()), f(4 * (p1.input_len() + 2 * p1.output_len()))),
         "pool2_forward" => (f(3 * p2.output_len()), f(4 * (p2.input_len() + 2 * p2.output_len()))),
@@ -276,6 +277,7 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         ("conv1_pool1_forward", &a.p1, "p1"),
         ("conv2_forward", &a.a2, "a2"),
         ("pool2_forward", &a.p2, "p2"),
+        ("conv2_pool2_forward", &a.p2, "p2"),
         ("fc1_forward", &a.a3, "a3"),
         ("fc2_forward", &a.a4, "a4"),
         ("fc3_forward", &a.logits, "logits"),
@@ -288,7 +290,7 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         ("pool1_backward", &a.d_a1, "d_a1"),
     ] {
         // pool1's backward is fused into conv1's weight grad where that kernel runs, and then
-        // conv1, its ReLU and pool1 are one kernel.
+        // conv1, its ReLU and pool1 are one kernel (the same for conv2 and pool2).
         if sched.backward.iter().chain(&sched.forward).any(|st| st.name == stage) {
             errors.push((stage.into(), act_check(buf, name)?));
         }

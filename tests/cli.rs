@@ -257,11 +257,15 @@ fn bench_kernels_checks_every_kernel_and_writes_json() {
     assert!(["gpu-timestamps", "wall-clock"].contains(&v["timing"].as_str().unwrap()));
     let kernels = v["kernels"].as_array().unwrap();
     let names: Vec<&str> = kernels.iter().map(|k| k["name"].as_str().unwrap()).collect();
-    for name in ["prepare_batch", "conv2_forward", "conv1_backward_weight", "conv2_backward_weight", "conv2_backward_input", "softmax_cross_entropy", "sgd_momentum", "fc1_weight_grad"] {
+    for name in ["prepare_batch", "conv1_backward_weight", "conv2_backward_weight", "conv2_backward_input", "softmax_cross_entropy", "sgd_momentum", "fc1_weight_grad"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
-    // conv1 and pool1 are one kernel where pool1's backward is fused into conv1's weight grad.
-    assert!(names.contains(&"conv1_pool1_forward") || (names.contains(&"conv1_forward") && names.contains(&"pool1_forward")), "{names:?}");
+    // conv and pool are one kernel where the pool's backward is fused into the conv's grads.
+    for l in ["1", "2"] {
+        let fused = format!("conv{l}_pool{l}_forward");
+        let (conv, pool) = (format!("conv{l}_forward"), format!("pool{l}_forward"));
+        assert!(names.contains(&fused.as_str()) || (names.contains(&conv.as_str()) && names.contains(&pool.as_str())), "{names:?}");
+    }
     for k in kernels {
         assert_eq!(k["correct"], true, "{k}");
         for key in ["ms", "gflops", "gbps", "share"] {

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput};
+use gpu_lenet::kernels::conv2d_backward_input::{self, Conv2dBackwardInput, Conv2dBackwardInputPooled};
 use gpu_lenet::kernels::conv2d_backward_weight::{self, Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
 use gpu_lenet::kernels::conv2d_forward::{self, Conv2dForward, ConvShape, Input, Tiles};
 use gpu_lenet::kernels::gemm::{self, Epilogue, Gemm, Product, Variant};
@@ -256,6 +256,39 @@ fn conv2d_backward_weight_pooled_matches_reference() {
             let n = s.batch * s.oh() * s.ow();
             assert_close(&format!("{what} dw"), &read(&dwb), &dw, tolerance(n));
             assert_close(&format!("{what} db"), &read(&dbb), &db, tolerance(n));
+        }
+    }
+}
+
+/// The input grad taken from the pool's output grad and masked argmax (pool2's backward fused
+/// into conv2's input grad), against the references of the pool's backward (with the ReLU mask)
+/// and the input grad; shapes with even and odd kernel widths (the paired and unpaired loads).
+#[test]
+fn conv2d_backward_input_pooled_matches_reference() {
+    let g = gpu();
+    let slack = UNIFORM_SLACK_BYTES as usize / 4;
+    for s in conv_shapes().into_iter().filter(|s| s.oh() >= 2 && s.ow() >= 2) {
+        let Some(k) = Conv2dBackwardInputPooled::new(g, s) else {
+            eprintln!("conv2d_backward_input_pooled: not run on this adapter");
+            return;
+        };
+        let ps = PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 };
+        for seed in SEEDS {
+            let mut r = Rng(seed * 29 + s.batch as u64);
+            let act: Vec<f32> = (0..s.output_len()).map(|_| (r.below(5) as f32 - 2.0).max(0.0) * r.uniform(0.5, 1.0)).collect();
+            let (pooled, idx) = maxpool2d_forward::reference(ps, &act);
+            let masked = maxpool2d_forward::masked_argmax(&pooled, &idx);
+            let d_pooled = r.vec(ps.output_len(), -1.0, 1.0);
+            let w = r.vec(s.weight_len(), -0.5, 0.5);
+            let d_act = maxpool2d_backward::reference(ps, true, &d_pooled, &idx, &act);
+            let want = conv2d_backward_input::reference(s, &d_act, &w);
+            let dp: Vec<f32> = [&d_pooled[..], &vec![0.0; slack][..]].concat();
+            let ip: Vec<u32> = [&masked[..], &vec![0u32; slack][..]].concat();
+            let (dpb, ib, wb, dxb) = (upload(&dp), upload(&ip), upload(&w), out(s.input_len()));
+            let ds = k.bind(g, s.batch, &v(&dpb), &v(&ib), &v(&wb), &v(&dxb)).expect("buffers have slack");
+            run_all(g, &ds.iter().collect::<Vec<_>>());
+            let what = format!("conv2d_backward_input_pooled {s:?} seed={seed}");
+            assert_close(&what, &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
         }
     }
 }

@@ -91,6 +91,64 @@ impl Conv2dBackwardInput {
     }
 }
 
+/// The input grad of a convolution whose output goes through ReLU and a 2x2/2 max-pool, taken
+/// from the pool's output grad and masked argmax: the pool's backward fused in (POOLED in
+/// conv2d_backward_input.wgsl; see [`super::conv2d_backward_weight::Conv2dBackwardWeightPooled`],
+/// which reads the same two tensors). Only through uniform windows with subgroup weight sharing
+/// (llvmpipe); elsewhere the pool's backward runs as its own kernel.
+pub struct Conv2dBackwardInputPooled {
+    kernel: Kernel,
+    per: usize,
+    shape: ConvShape,
+    tiles: Tiles,
+}
+
+impl Conv2dBackwardInputPooled {
+    /// None where this adapter does not run the fused kernel.
+    pub fn new(gpu: &Gpu, s: ConvShape) -> Option<Self> {
+        assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
+        if !subgroup_sharing(gpu, 64) || !subgroup_sharing(gpu, 8) {
+            return None;
+        }
+        let per = uniform_windows(gpu, 4 * s.cout * (s.oh() / 2) * (s.ow() / 2))?;
+        let tiles = Tiles { co: co_tile(s.cin), quads: 1 };
+        let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
+        let src = share_across_subgroup(&src).replace(
+            "fn pidx_at(i: u32) -> f32 { return 0.0; }",
+            "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }",
+        );
+        let src = uniform_input(&uniform_input(&src, "dy", 1, UNIFORM_SLACK_BYTES), "pidx", 4, UNIFORM_SLACK_BYTES);
+        let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads), ("POOLED", 1)]);
+        let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
+        let kernel = Kernel::with_constants(gpu, "conv2d_backward_input.uniform_dy.pooled", &src, "main", &slots, &constants);
+        Some(Conv2dBackwardInputPooled { kernel, per, shape: s, tiles })
+    }
+
+    /// One dispatch per uniform window of the pooled grad's (and argmax's) images. None when a
+    /// buffer lacks the slack after its data that a full last window needs.
+    pub fn bind(&self, gpu: &Gpu, batch: usize, d_pooled: &View, argmax: &View, w: &View, dx: &View) -> Option<Vec<Dispatch>> {
+        let s = self.shape;
+        let wv = w.uniform_vec4s();
+        let image_bytes = (4 * s.cout * (s.oh() / 2) * (s.ow() / 2)) as u64;
+        let per_image = s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads);
+        let ds = image_windows(d_pooled, batch, image_bytes, self.per)?;
+        let is = image_windows(argmax, batch, image_bytes, self.per)?;
+        let dispatches = ds
+            .into_iter()
+            .zip(is)
+            .map(|((b0, n, dw), (_, _, iw))| {
+                let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
+                self.kernel.bind(
+                    gpu,
+                    &[params.as_entire_binding(), dw, wv.resource(), dx.resource(), iw],
+                    [(n * per_image).div_ceil(64) as u32, s.cin.div_ceil(self.tiles.co) as u32, 1],
+                )
+            })
+            .collect();
+        Some(dispatches)
+    }
+}
+
 /// CPU reference: dx[n,ci,y,x] = sum over (co,ky,kx) of dy[n,co,y-ky,x-kx] * w[co,ci,ky,kx].
 pub fn reference(s: ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (oh, ow) = (s.oh(), s.ow());

@@ -7,7 +7,7 @@
 
 use super::{param_specs, Arena, CLASSES, IMAGE};
 use crate::gpu::Gpu;
-use crate::kernels::conv2d_backward_input::Conv2dBackwardInput;
+use crate::kernels::conv2d_backward_input::{Conv2dBackwardInput, Conv2dBackwardInputPooled};
 use crate::kernels::conv2d_backward_weight::{Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
 use crate::kernels::conv2d_forward::{Conv2dForward, ConvShape};
 use crate::kernels::conv2d_relu_maxpool_forward::Conv2dReluMaxpoolForward;
@@ -33,6 +33,8 @@ pub struct LenetKernels {
     /// pool1's forward writes the masked argmax it reads and pool1's backward is not run).
     pub conv1_backward_weight_pooled: Option<Conv2dBackwardWeightPooled>,
     pub conv2_backward_weight: Conv2dBackwardWeight,
+    /// conv2 with pool2's backward fused into its grads, where the adapter runs that.
+    pub conv2_pooled: Option<Conv2Pooled>,
     pub pool1_forward: Maxpool2dForward,
     pub pool2_forward: Maxpool2dForward,
     pub pool1_backward: Maxpool2dBackward,
@@ -56,6 +58,12 @@ impl LenetKernels {
             pool1_forward: Maxpool2dForward::with_masked_argmax(gpu, pool1_shape(0), conv1_backward_weight_pooled.is_some()),
             conv1_backward_weight_pooled,
             conv2_backward_weight: Conv2dBackwardWeight::new(gpu, c2),
+            conv2_pooled: match (Conv2dBackwardWeightPooled::new(gpu, c2), Conv2dBackwardInputPooled::new(gpu, c2)) {
+                (Some(backward_weight), Some(backward_input)) => {
+                    Some(Conv2Pooled { forward: Conv2dReluMaxpoolForward::new(gpu, c2), backward_weight, backward_input })
+                }
+                _ => None,
+            },
             pool2_forward: Maxpool2dForward::new(gpu, pool2_shape(0)),
             pool1_backward: Maxpool2dBackward::new(gpu, pool1_shape(0), true),
             pool2_backward: Maxpool2dBackward::new(gpu, pool2_shape(0), true),
@@ -65,6 +73,15 @@ impl LenetKernels {
             sgd: SgdMomentum::new(gpu),
         }
     }
+}
+
+/// conv2 + ReLU + pool2 forward as one kernel, and conv2's weight and input grads taken from
+/// pool2's output grad and masked argmax (pool2's backward fused into both), so conv2's output
+/// and its grad are never stored.
+pub struct Conv2Pooled {
+    pub forward: Conv2dReluMaxpoolForward,
+    pub backward_weight: Conv2dBackwardWeightPooled,
+    pub backward_input: Conv2dBackwardInputPooled,
 }
 
 /// The network's resident state: weights, gradients and momentum, one arena each.
@@ -177,14 +194,14 @@ impl Activations {
             i1: a("i1", b * 6 * 14 * 14),
             a2: s("a2", b * 16 * 10 * 10),
             p2: a("p2", b * 400),
-            i2: s("i2", b * 400),
+            i2: a("i2", b * 400),
             a3: a("a3", b * 120),
             a4: a("a4", b * 84),
             logits: s("logits", b * CLASSES),
             d_logits: a("d_logits", b * CLASSES),
             d_a4: a("d_a4", b * 84),
             d_a3: a("d_a3", b * 120),
-            d_p2: s("d_p2", b * 400),
+            d_p2: a("d_p2", b * 400),
             d_a2: a("d_a2", b * 16 * 10 * 10),
             d_p1: a("d_p1", b * 6 * 14 * 14),
             d_a1: a("d_a1", b * 6 * 28 * 28),
@@ -253,12 +270,26 @@ impl Schedule {
         // Each layer contributes one or more dispatches (a GEMM may split its A operand).
         let none = Epilogue::default();
         let masked = Epilogue { bias: false, relu: false, mask: true };
-        let conv2_w = k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias"));
+        // conv2's grads straight from pool2's output grad where the fused kernels run, else
+        // pool2's backward (with conv2's ReLU) first.
+        let slack = "pooled grads, argmax and inputs are allocated with uniform-window slack";
+        let (pool2_backward, conv2_w, conv2_i) = match &k.conv2_pooled {
+            Some(c) => (
+                None,
+                c.backward_weight.bind(gpu, batch, &v(&a.d_p2), &v(&a.i2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias")).expect(slack),
+                c.backward_input.bind(gpu, batch, &v(&a.d_p2), &v(&a.i2), &net.w("conv2.weight"), &v(&a.d_p1)).expect(slack),
+            ),
+            None => (
+                Some(Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)))),
+                k.conv2_backward_weight.bind(gpu, batch, &v(&a.d_a2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias")),
+                k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)),
+            ),
+        };
         // conv1's weight grad straight from pool1's output grad where the fused kernel runs,
         // else pool1's backward (with conv1's ReLU) and then the weight grad.
         let conv1_w_pooled = k.conv1_backward_weight_pooled.as_ref().map(|kp| {
             kp.bind(gpu, batch, &v(&a.d_p1), &v(&a.i1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"))
-                .expect("pooled grads, argmax and x are allocated with uniform-window slack")
+                .expect(slack)
         });
         let pool1_backward = conv1_w_pooled.is_none().then(|| Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))));
         let conv1_w = conv1_w_pooled.unwrap_or_else(|| k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias")));
@@ -274,8 +305,15 @@ impl Schedule {
             ],
         };
         let forward: Vec<Stage> = conv1_pool1.into_iter().chain([
-            Stage::new("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
-            Stage::one("pool2_forward", k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))),
+        ])
+        .chain(match &k.conv2_pooled {
+            Some(c) => vec![Stage::new("conv2_pool2_forward", c.forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.p2), &v(&a.i2)))],
+            None => vec![
+                Stage::new("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
+                Stage::one("pool2_forward", k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))),
+            ],
+        })
+        .chain([
             Stage::new("fc1_forward", k.gemm.bind(gpu, Product::Forward, (batch, 120, 400), relu, &v(&a.p2), &net.w("fc1.weight"), &net.w("fc1.bias"), &unused, &v(&a.a3))),
             Stage::new("fc2_forward", k.gemm.bind(gpu, Product::Forward, (batch, 84, 120), relu, &v(&a.a3), &net.w("fc2.weight"), &net.w("fc2.bias"), &unused, &v(&a.a4))),
             Stage::new("fc3_forward", k.gemm.bind(gpu, Product::Forward, (batch, CLASSES, 84), linear, &v(&a.a4), &net.w("fc3.weight"), &net.w("fc3.bias"), &unused, &v(&a.logits))),
@@ -293,9 +331,9 @@ impl Schedule {
             Some(Stage::one("fc1_bias_grad", k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias")))),
             Some(Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)))),
             // pool2's backward fuses the ReLU of conv2; conv1's input grad is not needed.
-            Some(Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)))),
+            pool2_backward,
             Some(Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat())),
-            Some(Stage::new("conv2_backward_input", k.conv2_backward_input.bind(gpu, batch, &v(&a.d_a2), &net.w("conv2.weight"), &v(&a.d_p1)))),
+            Some(Stage::new("conv2_backward_input", conv2_i)),
             pool1_backward,
             Some(Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat())),
             Some(Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity)))),
