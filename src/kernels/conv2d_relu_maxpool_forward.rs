@@ -64,6 +64,7 @@ impl Conv2dReluMaxpoolForward {
 
     /// One dispatch per uniform window of x's images (when x's buffer has the slack), else one
     /// storage dispatch. `w` and `b` are bound as uniform vec4 arrays (see `Conv2dForward::bind`).
+    #[allow(clippy::too_many_arguments)]
     pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, pooled: &View, argmax: &View) -> Vec<Dispatch> {
         let s = self.shape;
         let per_image = (s.oh() / 2) * (s.ow() / 2).div_ceil(2);
