@@ -245,6 +245,25 @@ fn an_adapter_that_is_not_there_is_named_with_what_exists() {
     assert!(r.ok && r.stdout.contains("TIMESTAMP_QUERY") && r.stdout.contains("backend"), "{}", r.stdout);
 }
 
+/// Where the pools' fused variants do not run (no 8-lane subgroups: most GPUs) the step runs
+/// conv, pool and their backward passes as separate kernels. `GPU_LENET_NO_SUBGROUPS` selects
+/// that schedule here, and bench-kernels checks every one of its stages against the CPU
+/// reference of a whole step.
+#[test]
+fn bench_kernels_checks_the_schedule_without_fused_pools() {
+    let r = run(&["bench-kernels", "--batch-size", "5", "--json"], &[("GPU_LENET_NO_SUBGROUPS", "1")]);
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kernels = v["kernels"].as_array().unwrap();
+    let names: Vec<&str> = kernels.iter().map(|k| k["name"].as_str().unwrap()).collect();
+    for name in ["conv1_forward", "pool1_forward", "conv2_forward", "pool2_forward", "pool2_backward", "pool1_backward", "conv1_backward_weight", "conv2_backward_input"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for k in kernels {
+        assert_eq!(k["correct"], true, "{k}");
+    }
+}
+
 #[test]
 fn bench_kernels_checks_every_kernel_and_writes_json() {
     let r = run(&["bench-kernels", "--batch-size", "7", "--json"], &[]);
