@@ -32,7 +32,7 @@ override CO_TILE: u32 = 1u;   // output channels per workgroup
 override RUN: u32 = 8u;       // output pixels per round, at most 16 (even when POOLED)
 // POOLED: dy comes as the grad of the 2x2/2 max-pool after this layer's ReLU, `dy` holding the
 // pooled grads [B, COUT, OH/2, OW/2] and `pidx` their argmax (iy * OW + ix in the conv output
-// plane, as maxpool2d_forward writes it, 0xffffffff where the pooled ReLU output is not
+// plane, as conv2d_relu_maxpool_forward writes it, 0xffffffff where the pooled ReLU output is not
 // positive: no grad). A pixel's dy is its window's grad if it is the window's argmax, else 0:
 // the pool's backward pass fused here, so its output (this layer's dy, the largest grad of the
 // network) is never written and the windows over the smaller pooled tensors hold more images.

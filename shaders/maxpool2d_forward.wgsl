@@ -9,10 +9,6 @@ override H: u32;
 override W: u32;
 override K: u32;
 override STRIDE: u32;
-// Set where the pool follows a ReLU and its backward pass is fused into the conv weight
-// gradient (conv2d_backward_weight_subgroup.wgsl, POOLED): a window whose maximum is not
-// positive passes no grad, and its argmax is written as 0xffffffff, which matches no pixel.
-override MASK_ARGMAX: bool = false;
 override OH: u32 = (H - K) / STRIDE + 1u;
 override OW: u32 = (W - K) / STRIDE + 1u;
 
@@ -53,5 +49,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     y[o] = best;
-    idx[o] = select(best_i, 0xffffffffu, MASK_ARGMAX && !(best > 0.0));
+    idx[o] = best_i;
 }

@@ -219,6 +219,34 @@ fn conv2d_backward_weight_matches_reference() {
     }
 }
 
+/// A buffer holding `data` and the slack a full last uniform window needs after it.
+fn upload_with_slack<T: bytemuck::Pod + Default>(data: &[T]) -> wgpu::Buffer {
+    let mut padded = data.to_vec();
+    padded.resize(data.len() + UNIFORM_SLACK_BYTES as usize / 4, T::default());
+    upload(&padded)
+}
+
+/// What the pooled conv-gradient kernels read, on the GPU (the pool's output grad and masked
+/// argmax, with slack for uniform windows), and the conv output's grad the unfused path computes
+/// from them (the pool's backward reference with the ReLU mask).
+struct PooledGrad {
+    d_pooled: wgpu::Buffer,
+    argmax: wgpu::Buffer,
+    d_act: Vec<f32>,
+}
+
+/// conv -> ReLU -> 2x2/2 max-pool on a random ReLU output (many windows all zero, so without
+/// grad, and some ties) and a random pooled grad.
+fn pooled_grad(r: &mut Rng, s: ConvShape) -> PooledGrad {
+    let ps = PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 };
+    let act: Vec<f32> = (0..s.output_len()).map(|_| (r.below(5) as f32 - 2.0).max(0.0) * r.uniform(0.5, 1.0)).collect();
+    let (pooled, idx) = maxpool2d_forward::reference(ps, &act);
+    let masked = maxpool2d_forward::masked_argmax(&pooled, &idx);
+    let d_pooled = r.vec(ps.output_len(), -1.0, 1.0);
+    let d_act = maxpool2d_backward::reference(ps, true, &d_pooled, &idx, &act);
+    PooledGrad { d_pooled: upload_with_slack(&d_pooled), argmax: upload_with_slack(&masked), d_act }
+}
+
 /// conv -> ReLU -> 2x2/2 max-pool, and the weight grad taken from the pool's output grad and
 /// masked argmax (pool1's backward fused into conv1's weight grad), against the references of
 /// the pool's backward (with the ReLU mask) and the weight grad. Where the adapter does not run
@@ -226,27 +254,18 @@ fn conv2d_backward_weight_matches_reference() {
 #[test]
 fn conv2d_backward_weight_pooled_matches_reference() {
     let g = gpu();
-    let slack = UNIFORM_SLACK_BYTES as usize / 4;
     for s in conv_shapes().into_iter().filter(|s| s.oh() >= 2 && s.ow() >= 2) {
         let Some(k) = Conv2dBackwardWeightPooled::new(g, s) else {
             eprintln!("conv2d_backward_weight_pooled: not run on this adapter");
             return;
         };
-        let ps = PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 };
         for seed in SEEDS {
             let mut r = Rng(seed * 17 + s.batch as u64);
-            // The conv's ReLU output: many windows all zero (no grad), some ties.
-            let act: Vec<f32> = (0..s.output_len()).map(|_| (r.below(5) as f32 - 2.0).max(0.0) * r.uniform(0.5, 1.0)).collect();
-            let (pooled, idx) = maxpool2d_forward::reference(ps, &act);
-            let masked = maxpool2d_forward::masked_argmax(&pooled, &idx);
-            let d_pooled = r.vec(ps.output_len(), -1.0, 1.0);
+            let p = pooled_grad(&mut r, s);
             let x = r.vec(s.input_len(), -1.0, 1.0);
-            let d_act = maxpool2d_backward::reference(ps, true, &d_pooled, &idx, &act);
-            let (dw, db) = conv2d_backward_weight::reference(s, &d_act, &x);
-            let padded = |v: &[f32]| [v, &vec![0.0; slack][..]].concat();
-            let idx_padded: Vec<u32> = [&masked[..], &vec![0u32; slack][..]].concat();
-            let (dpb, ib, xb, dwb, dbb) = (upload(&padded(&d_pooled)), upload(&idx_padded), upload(&padded(&x)), out(s.weight_len()), out(s.cout));
-            let d = k.bind(g, s.batch, &v(&dpb), &v(&ib), &v(&xb), &v(&dwb), &v(&dbb)).expect("buffers have slack");
+            let (dw, db) = conv2d_backward_weight::reference(s, &p.d_act, &x);
+            let (xb, dwb, dbb) = (upload_with_slack(&x), out(s.weight_len()), out(s.cout));
+            let d = k.bind(g, s.batch, &v(&p.d_pooled), &v(&p.argmax), &v(&xb), &v(&dwb), &v(&dbb)).expect("buffers have slack");
             if s.batch > 16 {
                 assert!(d.partials.len() > 1, "several windows expected for {s:?}");
             }
@@ -266,48 +285,22 @@ fn conv2d_backward_weight_pooled_matches_reference() {
 #[test]
 fn conv2d_backward_input_pooled_matches_reference() {
     let g = gpu();
-    let slack = UNIFORM_SLACK_BYTES as usize / 4;
     for s in conv_shapes().into_iter().filter(|s| s.oh() >= 2 && s.ow() >= 2) {
         let Some(k) = Conv2dBackwardInputPooled::new(g, s) else {
             eprintln!("conv2d_backward_input_pooled: not run on this adapter");
             return;
         };
-        let ps = PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 };
         for seed in SEEDS {
             let mut r = Rng(seed * 29 + s.batch as u64);
-            let act: Vec<f32> = (0..s.output_len()).map(|_| (r.below(5) as f32 - 2.0).max(0.0) * r.uniform(0.5, 1.0)).collect();
-            let (pooled, idx) = maxpool2d_forward::reference(ps, &act);
-            let masked = maxpool2d_forward::masked_argmax(&pooled, &idx);
-            let d_pooled = r.vec(ps.output_len(), -1.0, 1.0);
+            let p = pooled_grad(&mut r, s);
             let w = r.vec(s.weight_len(), -0.5, 0.5);
-            let d_act = maxpool2d_backward::reference(ps, true, &d_pooled, &idx, &act);
-            let want = conv2d_backward_input::reference(s, &d_act, &w);
-            let dp: Vec<f32> = [&d_pooled[..], &vec![0.0; slack][..]].concat();
-            let ip: Vec<u32> = [&masked[..], &vec![0u32; slack][..]].concat();
-            let (dpb, ib, wb, dxb) = (upload(&dp), upload(&ip), upload(&w), out(s.input_len()));
-            let ds = k.bind(g, s.batch, &v(&dpb), &v(&ib), &v(&wb), &v(&dxb)).expect("buffers have slack");
+            let want = conv2d_backward_input::reference(s, &p.d_act, &w);
+            let (wb, dxb) = (upload(&w), out(s.input_len()));
+            let ds = k.bind(g, s.batch, &v(&p.d_pooled), &v(&p.argmax), &v(&wb), &v(&dxb)).expect("buffers have slack");
             run_all(g, &ds.iter().collect::<Vec<_>>());
             let what = format!("conv2d_backward_input_pooled {s:?} seed={seed}");
             assert_close(&what, &read(&dxb), &want, tolerance(s.cout * s.kh * s.kw));
         }
-    }
-}
-
-#[test]
-fn maxpool2d_forward_masked_argmax_marks_windows_without_grad() {
-    let g = gpu();
-    for s in pool_shapes() {
-        let k = Maxpool2dForward::with_masked_argmax(g, s, true);
-        let mut r = Rng(7 + s.planes as u64);
-        // After a ReLU: zeros (whole windows of them) and positive values, some tied.
-        let x: Vec<f32> = (0..s.input_len()).map(|_| (r.below(4) as f32 - 2.0).max(0.0) * 0.5).collect();
-        let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
-        k.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib)).run(g);
-        let (y, idx) = maxpool2d_forward::reference(s, &x);
-        let masked = maxpool2d_forward::masked_argmax(&y, &idx);
-        assert!(masked.contains(&maxpool2d_forward::NO_GRAD) && masked.iter().any(|&i| i != maxpool2d_forward::NO_GRAD), "{s:?}: both kinds of window expected");
-        assert_eq!(read(&yb), y, "{s:?}: values");
-        assert_eq!(read_u32(&ib), masked, "{s:?}: masked argmax");
     }
 }
 

@@ -1,7 +1,7 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
 use super::conv2d_forward::{co_tile, ConvShape, Input, Tiles};
-use super::{image_windows, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -74,15 +74,7 @@ impl Conv2dBackwardInput {
         let s = self.shape;
         let wv = w.uniform_vec4s();
         let image_bytes = (4 * s.cout * s.oh() * s.ow()) as u64;
-        let per_image = s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads);
-        let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| {
-            let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
-            kernel.bind(
-                gpu,
-                &[params.as_entire_binding(), dyr, wv.resource(), dx.resource()],
-                [(n * per_image).div_ceil(64) as u32, s.cin.div_ceil(self.tiles.co) as u32, 1],
-            )
-        };
+        let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| dispatch(gpu, kernel, s, self.tiles, (batch, b0, n), [dyr, wv.resource(), dx.resource()], None);
         let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(dy, batch, image_bytes, *per)?)));
         match windows {
             Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
@@ -113,11 +105,7 @@ impl Conv2dBackwardInputPooled {
         let per = uniform_windows(gpu, 4 * s.cout * (s.oh() / 2) * (s.ow() / 2))?;
         let tiles = Tiles { co: co_tile(s.cin), quads: 1 };
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
-        let src = share_across_subgroup(&src).replace(
-            "fn pidx_at(i: u32) -> f32 { return 0.0; }",
-            "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }",
-        );
-        let src = uniform_input(&uniform_input(&src, "dy", 1, UNIFORM_SLACK_BYTES), "pidx", 4, UNIFORM_SLACK_BYTES);
+        let src = uniform_input(&pooled_argmax_input(&share_across_subgroup(&src)), "dy", 1, UNIFORM_SLACK_BYTES);
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads), ("POOLED", 1)]);
         let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
         let kernel = Kernel::with_constants(gpu, "conv2d_backward_input.uniform_dy.pooled", &src, "main", &slots, &constants);
@@ -130,23 +118,25 @@ impl Conv2dBackwardInputPooled {
         let s = self.shape;
         let wv = w.uniform_vec4s();
         let image_bytes = (4 * s.cout * (s.oh() / 2) * (s.ow() / 2)) as u64;
-        let per_image = s.h * s.w.div_ceil(4).div_ceil(self.tiles.quads);
         let ds = image_windows(d_pooled, batch, image_bytes, self.per)?;
         let is = image_windows(argmax, batch, image_bytes, self.per)?;
         let dispatches = ds
             .into_iter()
             .zip(is)
-            .map(|((b0, n, dw), (_, _, iw))| {
-                let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
-                self.kernel.bind(
-                    gpu,
-                    &[params.as_entire_binding(), dw, wv.resource(), dx.resource(), iw],
-                    [(n * per_image).div_ceil(64) as u32, s.cin.div_ceil(self.tiles.co) as u32, 1],
-                )
-            })
+            .map(|((b0, n, dpw), (_, _, iw))| dispatch(gpu, &self.kernel, s, self.tiles, (batch, b0, n), [dpw, wv.resource(), dx.resource()], Some(iw)))
             .collect();
         Some(dispatches)
     }
+}
+
+/// One dispatch over images b0 .. b0 + n of the batch: bindings params, dy (or the pooled grad),
+/// the weights, dx and, for the pooled kernel, the argmax.
+fn dispatch(gpu: &Gpu, kernel: &Kernel, s: ConvShape, tiles: Tiles, (batch, b0, n): (usize, usize, usize), [dy, w, dx]: [wgpu::BindingResource; 3], argmax: Option<wgpu::BindingResource>) -> Dispatch {
+    let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
+    let per_image = s.h * s.w.div_ceil(4).div_ceil(tiles.quads);
+    let mut entries = vec![params.as_entire_binding(), dy, w, dx];
+    entries.extend(argmax);
+    kernel.bind(gpu, &entries, [(n * per_image).div_ceil(64) as u32, s.cin.div_ceil(tiles.co) as u32, 1])
 }
 
 /// CPU reference: dx[n,ci,y,x] = sum over (co,ky,kx) of dy[n,co,y-ky,x-kx] * w[co,ci,ky,kx].

@@ -2,7 +2,7 @@
 //! chunks of the batch followed by a fixed-order reduction (no float atomics).
 
 use super::conv2d_forward::ConvShape;
-use super::{image_windows, unroll, with_const, shared_uniform_windows, uniform_input, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{image_windows, pooled_argmax_input, unroll, with_const, shared_uniform_windows, uniform_input, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -152,11 +152,6 @@ impl Conv2dBackwardWeight {
     /// `dw` and `db` are overwritten (not accumulated into).
     pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, x: &View, dw: &View, db: &View) -> BackwardWeightDispatch {
         let s = self.shape;
-        let nout = s.weight_len() + s.cout;
-        let params = |chunk: usize, chunks: usize, c0: usize, x_b0: usize| {
-            let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
-            gpu.uniform("conv2d_backward_weight params", &p)
-        };
         // The plain kernel has a lane for the bias; the subgroup kernel sums it in every lane.
         let subgroup = self.partials.name.contains("subgroup");
         let lanes = s.cin * s.kh + (!subgroup) as usize;
@@ -166,42 +161,25 @@ impl Conv2dBackwardWeight {
         let windows = self.windowed.as_ref().and_then(|(k, per)| {
             Some((k, *per, image_windows(x, batch, x_bytes, *per)?, image_windows(dy, batch, dy_bytes, *per)?))
         });
-        // (images per chunk, chunks) and the partials dispatches: kernel, grid, first chunk, first
-        // image of the bound inputs, the inputs (dy, x).
-        type Partials<'a> = Vec<(&'a Kernel, [u32; 3], usize, usize, Vec<wgpu::BindingResource<'a>>)>;
-        let (chunk, chunks, grids): (usize, usize, Partials) = match windows {
+        let (chunk, chunks, grids): (usize, usize, Vec<Partial>) = match windows {
             // One chunk per window: chunk k is window k's images, k * per onwards.
             Some((kernel, per, xs, dys)) if self.window_chunks => {
                 let n = xs.len();
                 let grid = [lanes.div_ceil(8) as u32, co_groups, 1];
-                (per, n, xs.into_iter().zip(dys).enumerate().map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, vec![dyw, xw])).collect())
+                (per, n, xs.into_iter().zip(dys).enumerate().map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, [dyw, xw], None)).collect())
             }
             // One image per chunk, so a window of images is a run of chunks.
             Some((kernel, _, xs, dys)) => {
                 let grid = |n: usize| [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, n as u32];
-                (1, batch.max(1), xs.into_iter().zip(dys).map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, vec![dyw, xw])).collect())
+                (1, batch.max(1), xs.into_iter().zip(dys).map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, [dyw, xw], None)).collect())
             }
             None => {
                 let (chunk, chunks) = chunking(batch);
                 let grid = [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, chunks as u32];
-                (chunk, chunks, vec![(&self.partials, grid, 0, 0, vec![dy.resource(), x.resource()])])
+                (chunk, chunks, vec![(&self.partials, grid, 0, 0, [dy.resource(), x.resource()], None)])
             }
         };
-        let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
-        let sv = View::whole(&scratch);
-        let partials = grids
-            .into_iter()
-            .map(|(kernel, grid, c0, x_b0, inputs)| {
-                let p = params(chunk, chunks, c0, x_b0);
-                let mut entries = vec![p.as_entire_binding()];
-                entries.extend(inputs);
-                entries.push(sv.resource());
-                kernel.bind(gpu, &entries, grid)
-            })
-            .collect();
-        let p = params(chunk, chunks, 0, 0);
-        let reduce = self.reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
-        BackwardWeightDispatch { partials, reduce, scratch }
+        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks), grids, dw, db)
     }
 
     /// The input variant `bind` uses on this adapter.
@@ -217,8 +195,8 @@ fn reduce_kernel(gpu: &Gpu, s: ConvShape) -> Kernel {
 }
 
 /// The weight gradient of a convolution whose output goes through ReLU and a 2x2/2 max-pool,
-/// computed from the pool's output grad and its masked argmax
-/// ([`super::maxpool2d_forward::Maxpool2dForward::with_masked_argmax`]): the pool's backward
+/// computed from the pool's output grad and its masked argmax (written by
+/// [`super::conv2d_relu_maxpool_forward::Conv2dReluMaxpoolForward`]): the pool's backward
 /// pass fused in (POOLED in conv2d_backward_weight_subgroup.wgsl), so the layer's output grad,
 /// the largest grad of the network, is never written, and the uniform windows over the pooled
 /// tensors hold more images (conv1: 5 a dispatch instead of 3). Only where the subgroup kernel
@@ -241,11 +219,8 @@ impl Conv2dBackwardWeightPooled {
         let pooled_bytes = 4 * s.cout * (s.oh() / 2) * (s.ow() / 2);
         let per = shared_uniform_windows(gpu, &[4 * s.cin * s.h * s.w, pooled_bytes])?;
         let run = pooled_run_length(s.ow());
-        let src = subgroup_source(s, run).replace(
-            "fn pidx_at(i: u32) -> f32 { return 0.0; }",
-            "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }",
-        );
-        let src = uniform_input(&uniform_input(&uniform_input(&src, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES), "pidx", 4, UNIFORM_SLACK_BYTES);
+        let src = pooled_argmax_input(&subgroup_source(s, run));
+        let src = uniform_input(&uniform_input(&src, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
         let constants = s.constants(&[("WG", 8), ("CO_TILE", Conv2dBackwardWeight::co_tile(s, true)), ("RUN", run), ("POOLED", 1)]);
         let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
         let partials = Kernel::with_constants(gpu, "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled", &src, "partials", &slots, &constants);
@@ -258,34 +233,46 @@ impl Conv2dBackwardWeightPooled {
     #[allow(clippy::too_many_arguments)]
     pub fn bind(&self, gpu: &Gpu, batch: usize, d_pooled: &View, argmax: &View, x: &View, dw: &View, db: &View) -> Option<BackwardWeightDispatch> {
         let s = self.shape;
-        let nout = s.weight_len() + s.cout;
         let (x_bytes, p_bytes) = ((4 * s.cin * s.h * s.w) as u64, (4 * s.cout * (s.oh() / 2) * (s.ow() / 2)) as u64);
         let xs = image_windows(x, batch, x_bytes, self.per)?;
         let ds = image_windows(d_pooled, batch, p_bytes, self.per)?;
         let is = image_windows(argmax, batch, p_bytes, self.per)?;
         let chunks = xs.len();
-        let params = |c0: usize, x_b0: usize| {
-            let p = Params { batch: batch as u32, chunk: self.per as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
-            gpu.uniform("conv2d_backward_weight params", &p)
-        };
-        let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
-        let sv = View::whole(&scratch);
         let grid = [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
         // One chunk per window: chunk k is window k's images, k * per onwards.
-        let partials = xs
-            .into_iter()
-            .zip(ds)
-            .zip(is)
-            .enumerate()
-            .map(|(k, (((b0, _, xw), (_, _, dw_)), (_, _, iw)))| {
-                let p = params(k, b0);
-                self.partials.bind(gpu, &[p.as_entire_binding(), dw_, xw, sv.resource(), iw], grid)
-            })
-            .collect();
-        let p = params(0, 0);
-        let reduce = self.reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
-        Some(BackwardWeightDispatch { partials, reduce, scratch })
+        let grids = xs.into_iter().zip(ds).zip(is).enumerate().map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (&self.partials, grid, k, b0, [dpw, xw], Some(iw))).collect();
+        Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks), grids, dw, db))
     }
+}
+
+/// One dispatch of the partials pass: kernel, workgroups, its first chunk, the first image of
+/// its bound inputs, the inputs (dy, x) and, for the pooled kernel, the argmax (bound after the
+/// partial sums).
+type Partial<'a> = (&'a Kernel, [u32; 3], usize, usize, [wgpu::BindingResource<'a>; 2], Option<wgpu::BindingResource<'a>>);
+
+/// Binds the partials dispatches over `chunks` chunks of `chunk` images and the reduction into
+/// `dw` and `db` (overwritten), with the scratch buffer they share.
+#[allow(clippy::too_many_arguments)]
+fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk, chunks): (usize, usize), grids: Vec<Partial>, dw: &View, db: &View) -> BackwardWeightDispatch {
+    let nout = s.weight_len() + s.cout;
+    let params = |c0: usize, x_b0: usize| {
+        let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
+        gpu.uniform("conv2d_backward_weight params", &p)
+    };
+    let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
+    let sv = View::whole(&scratch);
+    let partials = grids
+        .into_iter()
+        .map(|(kernel, grid, c0, x_b0, [dy, x], after)| {
+            let p = params(c0, x_b0);
+            let mut entries = vec![p.as_entire_binding(), dy, x, sv.resource()];
+            entries.extend(after);
+            kernel.bind(gpu, &entries, grid)
+        })
+        .collect();
+    let p = params(0, 0);
+    let reduce = reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
+    BackwardWeightDispatch { partials, reduce, scratch }
 }
 
 /// CPU reference: (dw, db).

@@ -49,22 +49,13 @@ pub struct Maxpool2dForward {
 impl Maxpool2dForward {
     /// `s.planes` is ignored: the number of planes is chosen per bind.
     pub fn new(gpu: &Gpu, s: PoolShape) -> Self {
-        Self::with_masked_argmax(gpu, s, false)
-    }
-
-    /// With `masked`, a window whose maximum is not positive gets the argmax [`NO_GRAD`] (the
-    /// pool after a ReLU whose backward is fused into the conv weight gradient; see
-    /// [`masked_argmax`]).
-    pub fn with_masked_argmax(gpu: &Gpu, s: PoolShape, masked: bool) -> Self {
-        let mut constants = plane_constants(s);
-        constants.push(("MASK_ARGMAX", masked as u32 as f64));
         let kernel = Kernel::with_constants(
             gpu,
-            if masked { "maxpool2d_forward.masked_argmax" } else { "maxpool2d_forward" },
+            "maxpool2d_forward",
             include_str!("../../shaders/maxpool2d_forward.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
-            &constants,
+            &plane_constants(s),
         );
         Maxpool2dForward { kernel, shape: s }
     }
@@ -80,7 +71,8 @@ impl Maxpool2dForward {
     }
 }
 
-/// The argmax of a window that passes no grad (see [`Maxpool2dForward::with_masked_argmax`]).
+/// The argmax of a window that passes no grad, as the fused conv + ReLU + pool forward writes it
+/// (see [`masked_argmax`]).
 pub const NO_GRAD: u32 = u32::MAX;
 
 /// CPU reference of the masked argmax: `idx`, with [`NO_GRAD`] where the window's maximum `y`

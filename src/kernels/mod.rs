@@ -139,6 +139,16 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// Binds, in a kernel written with the stub `fn pidx_at(i: u32) -> f32 { return 0.0; }` (the
+/// POOLED variants of the conv gradients), the pool's masked argmax as a uniform window at
+/// binding 4, read as `bitcast<u32>(pidx_at(i))`.
+pub fn pooled_argmax_input(source: &str) -> String {
+    let stub = "fn pidx_at(i: u32) -> f32 { return 0.0; }";
+    assert!(source.contains(stub), "shader lacks the argmax stub");
+    let src = source.replace(stub, "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }");
+    uniform_input(&src, "pidx", 4, UNIFORM_SLACK_BYTES)
+}
+
 /// Unrolls, in a WGSL source, every loop written `for (var V = 0u; V < BOUND; V++) { // unroll`
 /// into `count` copies of its body, each in its own block after `let V = Ku;` (so the body must
 /// not `break` or `continue` that loop). Mesa's NIR unrolls a loop only while its body is small;

@@ -23,18 +23,14 @@ use crate::kernels::{Dispatch, StepTable, View};
 /// specialised to their layer's shape).
 pub struct LenetKernels {
     pub conv1_forward: Conv2dForward,
-    /// conv1 + ReLU + pool1 in one kernel, where conv1's weight grad takes pool1's output grad
-    /// (`conv1_backward_weight_pooled`): then nothing needs conv1's output.
-    pub conv1_pool1_forward: Option<Conv2dReluMaxpoolForward>,
     pub conv2_forward: Conv2dForward,
     pub conv2_backward_input: Conv2dBackwardInput,
     pub conv1_backward_weight: Conv2dBackwardWeight,
-    /// conv1's weight grad with pool1's backward fused in, where the adapter runs it (then
-    /// pool1's forward writes the masked argmax it reads and pool1's backward is not run).
-    pub conv1_backward_weight_pooled: Option<Conv2dBackwardWeightPooled>,
     pub conv2_backward_weight: Conv2dBackwardWeight,
-    /// conv2 with pool2's backward fused into its grads, where the adapter runs that.
-    pub conv2_pooled: Option<Conv2Pooled>,
+    /// conv1 with pool1 fused in, where the adapter runs that (conv1's input grad is not needed).
+    pub conv1_pooled: Option<PooledConv>,
+    /// conv2 with pool2 fused in, and its input grad from pool2's output grad too.
+    pub conv2_pooled: Option<(PooledConv, Conv2dBackwardInputPooled)>,
     pub pool1_forward: Maxpool2dForward,
     pub pool2_forward: Maxpool2dForward,
     pub pool1_backward: Maxpool2dBackward,
@@ -48,22 +44,15 @@ pub struct LenetKernels {
 impl LenetKernels {
     pub fn new(gpu: &Gpu, in_channels: usize) -> Self {
         let (c1, c2) = (conv1_shape(0, in_channels), conv2_shape(0));
-        let conv1_backward_weight_pooled = Conv2dBackwardWeightPooled::new(gpu, c1);
         LenetKernels {
             conv1_forward: Conv2dForward::new(gpu, c1, true),
-            conv1_pool1_forward: conv1_backward_weight_pooled.as_ref().map(|_| Conv2dReluMaxpoolForward::new(gpu, c1)),
             conv2_forward: Conv2dForward::new(gpu, c2, true),
             conv2_backward_input: Conv2dBackwardInput::new(gpu, c2),
             conv1_backward_weight: Conv2dBackwardWeight::new(gpu, c1),
-            pool1_forward: Maxpool2dForward::with_masked_argmax(gpu, pool1_shape(0), conv1_backward_weight_pooled.is_some()),
-            conv1_backward_weight_pooled,
+            pool1_forward: Maxpool2dForward::new(gpu, pool1_shape(0)),
             conv2_backward_weight: Conv2dBackwardWeight::new(gpu, c2),
-            conv2_pooled: match (Conv2dBackwardWeightPooled::new(gpu, c2), Conv2dBackwardInputPooled::new(gpu, c2)) {
-                (Some(backward_weight), Some(backward_input)) => {
-                    Some(Conv2Pooled { forward: Conv2dReluMaxpoolForward::new(gpu, c2), backward_weight, backward_input })
-                }
-                _ => None,
-            },
+            conv1_pooled: PooledConv::new(gpu, c1),
+            conv2_pooled: PooledConv::new(gpu, c2).zip(Conv2dBackwardInputPooled::new(gpu, c2)),
             pool2_forward: Maxpool2dForward::new(gpu, pool2_shape(0)),
             pool1_backward: Maxpool2dBackward::new(gpu, pool1_shape(0), true),
             pool2_backward: Maxpool2dBackward::new(gpu, pool2_shape(0), true),
@@ -75,13 +64,19 @@ impl LenetKernels {
     }
 }
 
-/// conv2 + ReLU + pool2 forward as one kernel, and conv2's weight and input grads taken from
-/// pool2's output grad and masked argmax (pool2's backward fused into both), so conv2's output
-/// and its grad are never stored.
-pub struct Conv2Pooled {
+/// A conv + ReLU + 2x2 max-pool forward as one kernel writing the masked argmax, and the conv's
+/// weight grad taken from the pool's output grad and that argmax (the pool's backward fused in),
+/// so the conv's output and its grad are never stored. Where the adapter runs the fused kernels.
+pub struct PooledConv {
     pub forward: Conv2dReluMaxpoolForward,
     pub backward_weight: Conv2dBackwardWeightPooled,
-    pub backward_input: Conv2dBackwardInputPooled,
+}
+
+impl PooledConv {
+    fn new(gpu: &Gpu, s: ConvShape) -> Option<PooledConv> {
+        let backward_weight = Conv2dBackwardWeightPooled::new(gpu, s)?;
+        Some(PooledConv { forward: Conv2dReluMaxpoolForward::new(gpu, s), backward_weight })
+    }
 }
 
 /// The network's resident state: weights, gradients and momentum, one arena each.
@@ -274,10 +269,10 @@ impl Schedule {
         // pool2's backward (with conv2's ReLU) first.
         let slack = "pooled grads, argmax and inputs are allocated with uniform-window slack";
         let (pool2_backward, conv2_w, conv2_i) = match &k.conv2_pooled {
-            Some(c) => (
+            Some((c, backward_input)) => (
                 None,
                 c.backward_weight.bind(gpu, batch, &v(&a.d_p2), &v(&a.i2), &v(&a.p1), &net.g("conv2.weight"), &net.g("conv2.bias")).expect(slack),
-                c.backward_input.bind(gpu, batch, &v(&a.d_p2), &v(&a.i2), &net.w("conv2.weight"), &v(&a.d_p1)).expect(slack),
+                backward_input.bind(gpu, batch, &v(&a.d_p2), &v(&a.i2), &net.w("conv2.weight"), &v(&a.d_p1)).expect(slack),
             ),
             None => (
                 Some(Stage::one("pool2_backward", k.pool2_backward.bind(gpu, s2.planes, &v(&a.d_p2), &v(&a.i2), &v(&a.a2), &v(&a.d_a2)))),
@@ -287,27 +282,28 @@ impl Schedule {
         };
         // conv1's weight grad straight from pool1's output grad where the fused kernel runs,
         // else pool1's backward (with conv1's ReLU) and then the weight grad.
-        let conv1_w_pooled = k.conv1_backward_weight_pooled.as_ref().map(|kp| {
-            kp.bind(gpu, batch, &v(&a.d_p1), &v(&a.i1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias"))
-                .expect(slack)
-        });
-        let pool1_backward = conv1_w_pooled.is_none().then(|| Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1))));
-        let conv1_w = conv1_w_pooled.unwrap_or_else(|| k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias")));
+        let (pool1_backward, conv1_w) = match &k.conv1_pooled {
+            Some(c) => (None, c.backward_weight.bind(gpu, batch, &v(&a.d_p1), &v(&a.i1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias")).expect(slack)),
+            None => (
+                Some(Stage::one("pool1_backward", k.pool1_backward.bind(gpu, s1.planes, &v(&a.d_p1), &v(&a.i1), &v(&a.a1), &v(&a.d_a1)))),
+                k.conv1_backward_weight.bind(gpu, batch, &v(&a.d_a1), &v(&a.x), &net.g("conv1.weight"), &net.g("conv1.bias")),
+            ),
+        };
         let all = |buf: &wgpu::Buffer| View::whole(buf);
         let arena_view = |buf: &wgpu::Buffer| View { buffer: buf.clone(), offset: 0, len: net.arena.words };
         // Each named stage is one kernel's work: one dispatch, or a few (GEMM windows, the
         // two passes of the conv weight grad).
-        let conv1_pool1 = match &k.conv1_pool1_forward {
-            Some(fused) => vec![Stage::new("conv1_pool1_forward", fused.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.p1), &v(&a.i1)))],
+        let conv1_pool1 = match &k.conv1_pooled {
+            Some(c) => vec![Stage::new("conv1_pool1_forward", c.forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.p1), &v(&a.i1)))],
             None => vec![
                 Stage::new("conv1_forward", k.conv1_forward.bind(gpu, batch, &v(&a.x), &net.w("conv1.weight"), &net.w("conv1.bias"), &v(&a.a1))),
                 Stage::one("pool1_forward", k.pool1_forward.bind(gpu, s1.planes, &v(&a.a1), &v(&a.p1), &v(&a.i1))),
             ],
         };
-        let forward: Vec<Stage> = conv1_pool1.into_iter().chain([
-        ])
+        let forward: Vec<Stage> = conv1_pool1
+        .into_iter()
         .chain(match &k.conv2_pooled {
-            Some(c) => vec![Stage::new("conv2_pool2_forward", c.forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.p2), &v(&a.i2)))],
+            Some((c, _)) => vec![Stage::new("conv2_pool2_forward", c.forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.p2), &v(&a.i2)))],
             None => vec![
                 Stage::new("conv2_forward", k.conv2_forward.bind(gpu, batch, &v(&a.p1), &net.w("conv2.weight"), &net.w("conv2.bias"), &v(&a.a2))),
                 Stage::one("pool2_forward", k.pool2_forward.bind(gpu, s2.planes, &v(&a.a2), &v(&a.p2), &v(&a.i2))),
