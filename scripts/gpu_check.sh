@@ -7,7 +7,13 @@
 #   run(command="bash scripts/gpu_check.sh", carry=[".gl", "target/release/gpu-lenet"])
 # with the Vulkan loader packages in .gl (the device README says how to fetch them). Locally,
 # e.g. on lavapipe: GPU_CHECK_ADAPTER=lavapipe GPU_CHECK_IMAGES=2000 bash scripts/gpu_check.sh
-set -euo pipefail
+#
+# GPU_CHECK_TESTS=DIR also runs test binaries built here (`cargo test --no-run`, stripped copies
+# of tests/kernels, train_step, pytorch_parity and the debug gpu-lenet they call, in DIR) on that
+# adapter: the kernels against their CPU references and the step against PyTorch, on a real GPU.
+# They find their fixtures under the path they were built in, so that path is linked to this tree.
+# No -e: a failing step (a kernel reported wrong, say) must not hide the steps after it.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu-check}"
 mkdir -p "$OUT"
@@ -26,13 +32,30 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 chmod 700 "$XDG_RUNTIME_DIR"
 [ -x "$BIN" ] || { echo "no $BIN: build it first (cargo build --release)"; exit 1; }
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true; } | tee "$OUT/gpu.txt"
-"$BIN" adapters 2>&1 | tee "$OUT/adapters.txt"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true; } | tee "$OUT/adapters.txt"
+"$BIN" adapters 2>&1 | tee -a "$OUT/adapters.txt"
 "$BIN" bench-kernels --adapter "$ADAPTER" 2>&1 | tee "$OUT/bench.txt"
 "$BIN" bench-kernels --adapter "$ADAPTER" --json >"$OUT/bench.json"
 DATA="$(mktemp -d)"
 trap 'rm -rf "$DATA"' EXIT
 python3 scripts/make_fake_cifar.py "$DATA" "$IMAGES" "$((IMAGES / 5))"
-"$BIN" train --adapter "$ADAPTER" --dataset cifar10 --data "$DATA/cifar-10-batches-bin" --no-download \
+GPU_LENET_LOG_STARTUP=1 "$BIN" train --adapter "$ADAPTER" --dataset cifar10 --data "$DATA/cifar-10-batches-bin" --no-download \
     --epochs 1 --metrics "$OUT/metrics.jsonl" 2>&1 | tee "$OUT/train.txt"
+# Steady state: the same epoch three times in one process (the first includes pipeline warm-up).
+"$BIN" train --adapter "$ADAPTER" --dataset cifar10 --data "$DATA/cifar-10-batches-bin" --no-download \
+    --epochs 3 2>&1 | tee "$OUT/train3.txt"
+if [ -n "${GPU_CHECK_TESTS:-}" ]; then
+    BUILT_IN="${GPU_CHECK_BUILT_IN:-/work/main}"
+    if [ "$(cd "$BUILT_IN" 2>/dev/null && pwd -P)" != "$(pwd -P)" ]; then
+        mkdir -p "$(dirname "$BUILT_IN")"
+        rm -rf "$BUILT_IN"
+        ln -s "$(pwd -P)" "$BUILT_IN"
+    fi
+    mkdir -p target/debug
+    cp "$GPU_CHECK_TESTS/gpu-lenet-debug" target/debug/gpu-lenet
+    for t in kernels train_step pytorch_parity; do
+        echo "== test $t on $ADAPTER"
+        GPU_LENET_ADAPTER="$ADAPTER" "$GPU_CHECK_TESTS/$t" 2>&1 | tee -a "$OUT/tests.txt" | tail -5 || true
+    done
+fi
 echo "== results in $OUT"
