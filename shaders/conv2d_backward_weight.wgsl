@@ -7,6 +7,9 @@
 // window along each input row, so each output pixel costs one input load, one dy load (the
 // same address in every lane: b, co, oy, ox are uniform) and KW multiply-adds. Lane
 // l == CIN*KH computes the bias grad of co. Results go to partial[chunk][j].
+// On a GPU a chunk can also be a block of output rows of one image (`row_blocks` > 1), so that
+// the partials pass has thousands of lanes with short loops rather than a few hundred with long
+// ones; chunk c is then rows block c % row_blocks of image c / row_blocks.
 // Pass 2 (`reduce`): dw/db[j] = sum over chunks c = 0, 1, ... of partial[c][j].
 // Shapes are override constants; the chunking depends only on the shape, so runs are
 // reproducible bit for bit.
@@ -27,7 +30,7 @@ const MAX_K: u32 = 16u;
 // Workgroup z is chunk c0 + z; `x` and `dy` are bound from image x_b0 on (the whole batch, or
 // 64 KiB uniform windows of them where uniform loads are cheap: see `x_at`, `dy_at` and
 // conv2d_forward.wgsl).
-struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, row_blocks: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -42,14 +45,18 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     let co = wid.y;
     let c = p.c0 + wid.z;
     if (lane > CIN * KH) { return; }
-    let b0 = c * p.chunk;
+    let row_blocks = p.row_blocks;
+    let b0 = (c / row_blocks) * p.chunk;
     let b1 = min(p.batch, b0 + p.chunk);
+    let rows = (OH + row_blocks - 1u) / row_blocks;
+    let y0 = min(OH, (c % row_blocks) * rows);
+    let y1 = min(OH, y0 + rows);
     let x_b0 = p.x_b0;   // read once: llvmpipe does not hoist uniform loads out of loops
     if (lane == CIN * KH) {
         var s = 0.0;
         for (var b = b0; b < b1; b++) {
             let base = ((b - x_b0) * COUT + co) * OH * OW;
-            for (var i = 0u; i < OH * OW; i++) {
+            for (var i = y0 * OW; i < y1 * OW; i++) {
                 s += dy_at(base + i);
             }
         }
@@ -60,7 +67,7 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     let ky = lane % KH;
     var acc: array<f32, MAX_K>;
     for (var b = b0; b < b1; b++) {
-        for (var oy = 0u; oy < OH; oy++) {
+        for (var oy = y0; oy < y1; oy++) {
             let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
             let drow = (((b - x_b0) * COUT + co) * OH + oy) * OW;
             var win: array<f32, MAX_K>;

@@ -52,7 +52,7 @@ const SEG_N: u32 = 1u;
 // Workgroup z is chunk c0 + z; `x` and `dy` are bound from image x_b0 on (the whole batch, or
 // 64 KiB uniform windows of them where uniform loads are cheap: see `x_at`, `dy_at` and
 // conv2d_forward.wgsl; on llvmpipe a storage load in this loop cost half the kernel's time).
-struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, row_blocks: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;

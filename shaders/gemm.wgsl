@@ -4,9 +4,13 @@
 //   forward   y  = x · Wᵀ + b   A = x [M,K],   B(k,j) = W[j,k]
 //   input     dx = dy · W      A = dy [M,N],  B = W [N,K]   (mask: the ReLU below this layer)
 //   weight    dW = dyᵀ · x     A(i,k) = dy[k,i],  B = x [M,K]
-// Each invocation computes a 4x4 register tile: 8 loads feed 16 FMAs, and lanes that share a
-// row of tiles read A at the same address. Loads past the edge are clamped and their results
-// dropped, so any M, N, K work.
+// Each invocation computes a TILE_M x 4 register tile: with 4 rows, 8 loads feed 16 FMAs, and
+// lanes that share a row of tiles read A at the same address (what a CPU adapter wants). A GPU
+// wants more lanes with shorter work at LeNet's small products (fc1 forward at batch 64 is only
+// 64 x 120 outputs), so the Rust side picks TILE_M per adapter. Loads past the edge are clamped
+// and their results dropped, so any M, N, K work.
+
+override TILE_M: u32 = 4u;   // rows per invocation, 1 to 4
 
 struct Params {
     m: u32, n: u32, k: u32, ldc: u32,
@@ -24,7 +28,7 @@ struct Params {
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j0 = gid.x * 4u;
-    let i0 = gid.y * 4u;
+    let i0 = gid.y * TILE_M;
     if (i0 >= p.m || j0 >= p.n) { return; }
     var ar: vec4<u32>;
     var bc: vec4<u32>;
@@ -41,12 +45,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let bk = kk * p.b_rs;
         let bv = vec4<f32>(b[bk + bc.x], b[bk + bc.y], b[bk + bc.z], b[bk + bc.w]);
         acc0 += a[ar.x + ak] * bv;
-        acc1 += a[ar.y + ak] * bv;
-        acc2 += a[ar.z + ak] * bv;
-        acc3 += a[ar.w + ak] * bv;
+        if (TILE_M > 1u) { acc1 += a[ar.y + ak] * bv; }
+        if (TILE_M > 2u) { acc2 += a[ar.z + ak] * bv; }
+        if (TILE_M > 3u) { acc3 += a[ar.w + ak] * bv; }
     }
     var rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var t = 0u; t < 4u; t++) {
+    for (var t = 0u; t < TILE_M; t++) {
         let i = i0 + t;
         if (i >= p.m) { break; }
         for (var u = 0u; u < 4u; u++) {

@@ -193,6 +193,9 @@ fn conv2d_backward_weight_matches_reference() {
         if Conv2dBackwardWeight::subgroups_usable(g) && s.batch >= 13 {
             variants.push(Conv2dBackwardWeight::with_options(g, s, false));
         }
+        // Blocks of 3 output rows (what GPUs run, in blocks of 7): most heights leave a short
+        // last block.
+        variants.push(Conv2dBackwardWeight::with_rows(g, s, 3));
         for (k, seed) in variants.iter().flat_map(|k| SEEDS.map(|seed| (k, seed))) {
             let mut r = Rng(seed * 13 + s.batch as u64);
             let dy = r.vec(s.output_len(), -1.0, 1.0);
@@ -405,6 +408,10 @@ fn gemm_matches_reference_for_all_three_products_and_both_variants() {
     let mut kernels = vec![(Gemm::new(g), "default")];
     if subgroup_sharing(g, 8) {
         kernels.push((Gemm::with_sharing(g, false), "unshared"));
+    }
+    // The storage kernel's other row tilings (1 is what GPUs run; 3 leaves partial tiles).
+    for (rows, name) in [(1, "1 row a lane"), (3, "3 rows a lane")] {
+        kernels.push((Gemm::with_options(g, false, rows), name));
     }
     let mut shapes = gemm_shapes();
     // A tall batch: the forward's A (x) spans several 64 KiB uniform windows, and the weight

@@ -1,6 +1,6 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
-use super::conv2d_forward::{co_tile, ConvShape, Input, Tiles};
+use super::conv2d_forward::{co_tile_for, ConvShape, Input, Tiles};
 use super::{image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
@@ -29,7 +29,7 @@ impl Conv2dBackwardInput {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
         // One quad per invocation, as for the forward (see `Tiles::for_shape`).
-        let tiles = Tiles { co: co_tile(s.cin), quads: 1 };
+        let tiles = Tiles { co: co_tile_for(s.cin), quads: 1 };
         Self::with_tiles(gpu, s, tiles)
     }
 
@@ -103,7 +103,7 @@ impl Conv2dBackwardInputPooled {
             return None;
         }
         let per = uniform_windows(gpu, 4 * s.cout * (s.oh() / 2) * (s.ow() / 2))?;
-        let tiles = Tiles { co: co_tile(s.cin), quads: 1 };
+        let tiles = Tiles { co: co_tile_for(s.cin), quads: 1 };
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
         let src = uniform_input(&pooled_argmax_input(&share_across_subgroup(&src)), "dy", 1, UNIFORM_SLACK_BYTES);
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads), ("POOLED", 1)]);

@@ -15,13 +15,29 @@ pub struct Params {
     pub c0: u32,
     /// First image of the bound range of x.
     pub x_b0: u32,
-    pub _pad: [u32; 3],
+    /// Blocks of output rows per image (plain kernel; chunk c is block c % row_blocks of
+    /// image c / row_blocks when > 1, and `chunk` is then 1).
+    pub row_blocks: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Images per partial sum, and the number of partials. One image per workgroup keeps every
 /// core busy at LeNet's channel counts; depends only on the batch size.
 pub fn chunking(batch: usize) -> (usize, usize) {
     (1, batch.max(1))
+}
+
+/// Output rows per chunk of the plain kernel on a GPU: a chunk of a whole image leaves a GPU
+/// with a few hundred lanes each looping over every pixel (conv1: 784); blocks of rows give it
+/// thousands of short loops. On a CPU adapter (llvmpipe, a few cores) whole images.
+/// `GPU_LENET_WG_ROWS` overrides it (for measuring).
+fn rows_per_chunk(gpu: &Gpu, s: ConvShape) -> usize {
+    let rows = std::env::var("GPU_LENET_WG_ROWS").ok().and_then(|v| v.parse::<usize>().ok());
+    match rows {
+        Some(r) if r > 0 => r.min(s.oh()),
+        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => s.oh(),
+        _ => s.oh().min(7),
+    }
 }
 
 /// Output pixels per round of the subgroup kernel: the row in equal rounds of at most 16.
@@ -51,6 +67,8 @@ pub struct Conv2dBackwardWeight {
     /// The partials kernel reading x and dy through uniform windows, with the images per window
     /// (llvmpipe: a storage load of dy in the inner loop was half of the kernel's time).
     windowed: Option<(Kernel, usize)>,
+    /// Output-row blocks per image of the plain kernel (see [`rows_per_chunk`]).
+    row_blocks: usize,
     /// Whether the windowed kernel sums a whole window per workgroup (one partial per window,
     /// lanes spread over workgroups of one 8-lane subgroup) rather than one image per workgroup:
     /// far fewer partials for the reduction to read (on llvmpipe the reduction, a storage load
@@ -71,12 +89,30 @@ pub struct BackwardWeightDispatch {
 impl Conv2dBackwardWeight {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
-        Self::with_options(gpu, s, Self::subgroups_usable(gpu))
+        Self::with_options(gpu, s, Self::subgroups_pay(gpu))
+    }
+
+    /// Whether `new` picks the subgroup variant: where it is usable, on a CPU adapter (measured
+    /// there, see `co_tile`); on a GPU its lanes loop over whole images like the plain kernel
+    /// without row blocks. `GPU_LENET_WG_SUBGROUP=1` forces it where usable (for measuring).
+    pub fn subgroups_pay(gpu: &Gpu) -> bool {
+        Self::subgroups_usable(gpu)
+            && (gpu.info.device_type == wgpu::DeviceType::Cpu || std::env::var_os("GPU_LENET_WG_SUBGROUP").is_some())
     }
 
     /// With the choice of the subgroup variant of the partials pass (tests run both; it needs
     /// [`Conv2dBackwardWeight::subgroups_usable`]).
     pub fn with_options(gpu: &Gpu, s: ConvShape, subgroup: bool) -> Self {
+        Self::build(gpu, s, subgroup, rows_per_chunk(gpu, s))
+    }
+
+    /// The plain variant with `rows` output rows per chunk (tests check awkward blocks on any
+    /// adapter; where uniform windows are used, they take whole images).
+    pub fn with_rows(gpu: &Gpu, s: ConvShape, rows: usize) -> Self {
+        Self::build(gpu, s, false, rows.clamp(1, s.oh()))
+    }
+
+    fn build(gpu: &Gpu, s: ConvShape, subgroup: bool, rows: usize) -> Self {
         assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
         assert!(!subgroup || Self::subgroups_usable(gpu), "this adapter cannot run the subgroup variant");
         let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
@@ -104,7 +140,8 @@ impl Conv2dBackwardWeight {
             (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &wconsts), per)
         });
         let reduce = reduce_kernel(gpu, s);
-        Conv2dBackwardWeight { partials, windowed, window_chunks, reduce, shape: s }
+        let row_blocks = if subgroup { 1 } else { s.oh().div_ceil(rows) };
+        Conv2dBackwardWeight { partials, windowed, window_chunks, row_blocks, reduce, shape: s }
     }
 
     /// The subgroup variant needs what every load-sharing kernel needs (subgroups of a multiple
@@ -176,10 +213,13 @@ impl Conv2dBackwardWeight {
             None => {
                 let (chunk, chunks) = chunking(batch);
                 let grid = [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, chunks as u32];
-                (chunk, chunks, vec![(&self.partials, grid, 0, 0, [dy.resource(), x.resource()], None)])
+                let chunks = chunks * self.row_blocks;
+                let grid = [grid[0], grid[1], chunks as u32];
+                let row_blocks = self.row_blocks;
+                return bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, row_blocks), vec![(&self.partials, grid, 0, 0, [dy.resource(), x.resource()], None)], dw, db);
             }
         };
-        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks), grids, dw, db)
+        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, 1), grids, dw, db)
     }
 
     /// The input variant `bind` uses on this adapter.
@@ -241,7 +281,7 @@ impl Conv2dBackwardWeightPooled {
         let grid = [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
         // One chunk per window: chunk k is window k's images, k * per onwards.
         let grids = xs.into_iter().zip(ds).zip(is).enumerate().map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (&self.partials, grid, k, b0, [dpw, xw], Some(iw))).collect();
-        Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks), grids, dw, db))
+        Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks, 1), grids, dw, db))
     }
 }
 
@@ -250,13 +290,22 @@ impl Conv2dBackwardWeightPooled {
 /// partial sums).
 type Partial<'a> = (&'a Kernel, [u32; 3], usize, usize, [wgpu::BindingResource<'a>; 2], Option<wgpu::BindingResource<'a>>);
 
-/// Binds the partials dispatches over `chunks` chunks of `chunk` images and the reduction into
-/// `dw` and `db` (overwritten), with the scratch buffer they share.
+/// Binds the partials dispatches over `chunks` chunks of `chunk` images (or of `row_blocks`
+/// blocks of one image's rows) and the reduction into `dw` and `db` (overwritten), with the
+/// scratch buffer they share.
 #[allow(clippy::too_many_arguments)]
-fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk, chunks): (usize, usize), grids: Vec<Partial>, dw: &View, db: &View) -> BackwardWeightDispatch {
+fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk, chunks, row_blocks): (usize, usize, usize), grids: Vec<Partial>, dw: &View, db: &View) -> BackwardWeightDispatch {
     let nout = s.weight_len() + s.cout;
     let params = |c0: usize, x_b0: usize| {
-        let p = Params { batch: batch as u32, chunk: chunk as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, _pad: [0; 3] };
+        let p = Params {
+            batch: batch as u32,
+            chunk: chunk as u32,
+            chunks: chunks as u32,
+            c0: c0 as u32,
+            x_b0: x_b0 as u32,
+            row_blocks: row_blocks as u32,
+            _pad: [0; 2],
+        };
         gpu.uniform("conv2d_backward_weight params", &p)
     };
     let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);

@@ -67,6 +67,15 @@ pub fn co_tile(cout: usize) -> usize {
     }
 }
 
+/// Channels per invocation for this adapter: [`co_tile`] (measured on lavapipe) unless
+/// `GPU_LENET_CONV_CO` (1-8) says otherwise, for measuring other adapters.
+pub fn co_tile_for(channels: usize) -> usize {
+    match std::env::var("GPU_LENET_CONV_CO").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(c @ 1..=8) => c.min(channels),
+        _ => co_tile(channels),
+    }
+}
+
 /// Register tiling of one invocation: output channels x quads of 4 pixels along a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiles {
@@ -119,7 +128,7 @@ pub struct Conv2dForward {
 impl Conv2dForward {
     /// `s.batch` is ignored: the batch is chosen per [`Conv2dForward::bind`].
     pub fn new(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
-        Self::with_tiles(gpu, s, relu, Tiles::for_shape(s))
+        Self::with_tiles(gpu, s, relu, Tiles { co: co_tile_for(s.cout), ..Tiles::for_shape(s) })
     }
 
     /// With an explicit register tiling (tests and tuning).

@@ -89,6 +89,8 @@ pub struct Gemm {
     uniform_ab: Option<Kernel>,
     window_bytes: u64,
     default_variant: Variant,
+    /// Rows of C per invocation of the storage kernel (TILE_M in gemm.wgsl).
+    tile_rows: usize,
 }
 
 impl Gemm {
@@ -99,13 +101,31 @@ impl Gemm {
     /// With the choice whether the 8 lanes of a uniform-A workgroup share their loads of A
     /// through subgroup shuffles (tests run both; it needs [`super::subgroup_sharing`]).
     pub fn with_sharing(gpu: &Gpu, share_a: bool) -> Self {
+        Self::with_options(gpu, share_a, Self::tile_rows_for(gpu))
+    }
+
+    /// Rows of C per invocation of the storage kernel on this adapter: 4 on a CPU adapter (each
+    /// B load feeds 4 rows), 1 on a GPU (4 times the lanes; LeNet's products are too small to
+    /// fill a GPU otherwise). `GPU_LENET_GEMM_ROWS` (1-4) overrides it, for measuring.
+    fn tile_rows_for(gpu: &Gpu) -> usize {
+        match std::env::var("GPU_LENET_GEMM_ROWS").ok().and_then(|v| v.parse::<usize>().ok()) {
+            Some(r @ 1..=4) => r,
+            _ if gpu.info.device_type == wgpu::DeviceType::Cpu => 4,
+            _ => 1,
+        }
+    }
+
+    /// With the sharing choice and `tile_rows` (1-4) rows per invocation of the storage kernel.
+    pub fn with_options(gpu: &Gpu, share_a: bool, tile_rows: usize) -> Self {
         assert!(!share_a || super::subgroup_sharing(gpu, 8), "this adapter cannot share loads across subgroups");
-        let storage = Kernel::new(
+        assert!((1..=4).contains(&tile_rows), "the GEMM tile has 1 to 4 rows");
+        let storage = Kernel::with_constants(
             gpu,
             "gemm",
             include_str!("../../shaders/gemm.wgsl"),
             "main",
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &[("TILE_M", tile_rows as f64)],
         );
         let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(UNIFORM_SLACK_BYTES) / 16 * 16;
         let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
@@ -121,9 +141,11 @@ impl Gemm {
         let default_variant = match (forced.as_deref(), &uniform_a) {
             (Some("storage"), _) | (_, None) => Variant::Storage,
             (Some("uniform-a"), _) => Variant::UniformA,
+            (Some("uniform-ab"), _) => Variant::UniformAB,
+            _ if !super::uniform_inputs_pay(gpu) => Variant::Storage,
             _ => Variant::UniformAB,
         };
-        Gemm { storage, uniform_a, uniform_ab, window_bytes, default_variant }
+        Gemm { storage, uniform_a, uniform_ab, window_bytes, default_variant, tile_rows }
     }
 
     /// Binds one product for a layer with batch `m`, `n` outputs and `k` inputs, with the
@@ -197,7 +219,7 @@ impl Gemm {
         vec![self.storage.bind(
             gpu,
             &[params.as_entire_binding(), a.resource(), b.resource(), bias.resource(), aux.resource(), c.resource()],
-            [cols.div_ceil(4).div_ceil(8) as u32, rows.div_ceil(4).div_ceil(8) as u32, 1],
+            [cols.div_ceil(4).div_ceil(8) as u32, rows.div_ceil(self.tile_rows).div_ceil(8) as u32, 1],
         )]
     }
 

@@ -128,7 +128,25 @@ pub fn shared_uniform_windows(gpu: &Gpu, item_bytes: &[usize]) -> Option<usize> 
     });
     let largest = item_bytes.iter().copied().max()?;
     let per = (window / largest) / step * step;
-    (per > 0 && std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_none()).then_some(per)
+    (per > 0 && uniform_inputs_pay(gpu)).then_some(per)
+}
+
+/// Whether per-image inputs (and GEMM operands) are read through uniform windows on this
+/// adapter. On llvmpipe a uniform load costs a tenth of a storage load (examples/loadcost.rs);
+/// on a GPU a uniform buffer is the constant cache, which serves one address per cycle, so lanes
+/// reading different addresses wait in turn: on the H200, with windows everywhere, conv1's
+/// weight grad took 15.8 ms and fc1's forward 4.5 ms a step (`bench-kernels`, README). So on by
+/// default only on a CPU adapter; `GPU_LENET_UNIFORM_INPUTS=1` / `=0` (or the older
+/// `GPU_LENET_NO_UNIFORM_INPUTS`) force it, for measuring both on one adapter.
+pub fn uniform_inputs_pay(gpu: &Gpu) -> bool {
+    if std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_some() {
+        return false;
+    }
+    match std::env::var("GPU_LENET_UNIFORM_INPUTS").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => gpu.info.device_type == wgpu::DeviceType::Cpu,
+    }
 }
 
 pub(crate) fn gcd(a: usize, b: usize) -> usize {
