@@ -29,7 +29,7 @@ impl Conv2dBackwardInput {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
         // One quad per invocation, as for the forward (see `Tiles::for_shape`).
-        let tiles = Tiles { co: co_tile_for(s.cin), quads: 1 };
+        let tiles = Tiles { co: co_tile_for(gpu, s.cin), quads: 1 };
         Self::with_tiles(gpu, s, tiles)
     }
 
@@ -103,7 +103,7 @@ impl Conv2dBackwardInputPooled {
             return None;
         }
         let per = uniform_windows(gpu, 4 * s.cout * (s.oh() / 2) * (s.ow() / 2))?;
-        let tiles = Tiles { co: co_tile_for(s.cin), quads: 1 };
+        let tiles = Tiles { co: co_tile_for(gpu, s.cin), quads: 1 };
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
         let src = uniform_input(&pooled_argmax_input(&share_across_subgroup(&src)), "dy", 1, UNIFORM_SLACK_BYTES);
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads), ("POOLED", 1)]);

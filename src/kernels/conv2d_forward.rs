@@ -67,12 +67,16 @@ pub fn co_tile(cout: usize) -> usize {
     }
 }
 
-/// Channels per invocation for this adapter: [`co_tile`] (measured on lavapipe) unless
-/// `GPU_LENET_CONV_CO` (1-8) says otherwise, for measuring other adapters.
-pub fn co_tile_for(channels: usize) -> usize {
+/// Channels per invocation on this adapter: [`co_tile`] on a CPU adapter (measured on
+/// lavapipe), 2 on a GPU: more, shorter invocations. On the H200 (`scripts/gpu_tune.sh`, batch
+/// 64, ms conv1 forward / conv2 forward / conv2 input grad): 1 channel 0.016 / 0.016 / 0.028,
+/// 2 0.013 / 0.018 / 0.035, 4 0.016 / 0.024 / 0.045, 6-8 0.019 / 0.036 / 0.044; whole step 0.364,
+/// 0.355, 0.356, 0.393 ms. `GPU_LENET_CONV_CO` (1-8) overrides it, for measuring.
+pub fn co_tile_for(gpu: &Gpu, channels: usize) -> usize {
     match std::env::var("GPU_LENET_CONV_CO").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(c @ 1..=8) => c.min(channels),
-        _ => co_tile(channels),
+        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => co_tile(channels),
+        _ => channels.min(2),
     }
 }
 
@@ -128,7 +132,7 @@ pub struct Conv2dForward {
 impl Conv2dForward {
     /// `s.batch` is ignored: the batch is chosen per [`Conv2dForward::bind`].
     pub fn new(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
-        Self::with_tiles(gpu, s, relu, Tiles { co: co_tile_for(s.cout), ..Tiles::for_shape(s) })
+        Self::with_tiles(gpu, s, relu, Tiles { co: co_tile_for(gpu, s.cout), ..Tiles::for_shape(s) })
     }
 
     /// With an explicit register tiling (tests and tuning).
