@@ -44,7 +44,8 @@ pub struct StepRow {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Ceilings {
     pub copy_gbps: f64,
-    /// This project's GEMM at 128^3 (both operands in one uniform window each).
+    /// This project's GEMM at 128^3, the adapter's default variant (on lavapipe both operands in
+    /// one uniform window each).
     pub gemm_gflops: f64,
     /// Multiply-adds in registers, nothing loaded: the arithmetic ceiling kernels are measured
     /// against.
@@ -322,8 +323,9 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     let fma = fma_k.bind(gpu, &[View::whole(&fma_out).resource()], [(fma_invocations / 64) as u32, 1, 1]);
     let fma_ms = Timer { reps: 11, best: true, ..timer }.time_ms(&[&fma])?;
     let fma_gflops = (2 * 16 * FMA_STEPS * fma_invocations) as f64 / fma_ms / 1e6;
-    // The GEMM at the size where both operands fit one 64 KiB uniform window (its best case
-    // on lavapipe: bigger products split into windows, one dispatch each).
+    // The GEMM, the adapter's default variant, at the size where both operands fit one 64 KiB
+    // uniform window (its best case on lavapipe: bigger products split into windows, one
+    // dispatch each).
     let (m, n, k) = (128, 128, 128);
     let mut abuf = vec![0f32; m * k + (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize];
     abuf.iter_mut().enumerate().for_each(|(i, v)| *v = ((i % 7) as f32 - 3.0) * 0.1);
