@@ -23,7 +23,10 @@ fn patterns(seed: u64) -> Vec<ClassPattern> {
             let mut waves = [(0.0, 0.0, 0.0); 3];
             for (ch, w) in waves.iter_mut().enumerate() {
                 let a = angle + ch as f32 * 0.4;
-                *w = (freq * a.cos(), freq * a.sin(), r.uniform(0.0, 6.283));
+                // A phase in [0, 6.283), kept as written so the data set stays the same.
+                #[allow(clippy::approx_constant)]
+                let phase = r.uniform(0.0, 6.283);
+                *w = (freq * a.cos(), freq * a.sin(), phase);
             }
             ClassPattern { waves }
         })
