@@ -27,7 +27,7 @@ struct Step { step: u32, start: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(5) var<storage, read> chunk1: array<u32>;
 @group(0) @binding(6) var<storage, read> chunk2: array<u32>;
 @group(0) @binding(7) var<storage, read> chunk3: array<u32>;
-@group(0) @binding(8) var<storage, read_write> x: array<f32>;
+@group(0) @binding(8) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> labels: array<u32>;
 
 fn load_word(chunk: u32, i: u32) -> u32 {
@@ -39,12 +39,17 @@ fn load_word(chunk: u32, i: u32) -> u32 {
     }
 }
 
-// One invocation writes 4 horizontally adjacent outputs (DST is a multiple of 4), which come
-// from one or two 32-bit words of the image: a word is loaded once, not once per pixel.
+// One invocation writes QUADS runs of 4 horizontally adjacent outputs (DST is a multiple of
+// 4 * QUADS), each as one vec4 from the one or two 32-bit words of the image that hold its
+// bytes, loaded unconditionally at clamped addresses: on llvmpipe every storage access is a loop
+// over the lanes, whatever its width, and a load inside a divergent branch is such a loop at
+// each place it is written. Runs of 16 outputs also load the sample's index once for four vec4s.
+const QUADS: u32 = 4u;
+
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let q = gid.x + gid.y * nwg.x * 64u;   // which run of 4 outputs
-    let i0 = q * 4u;
+    let lane = gid.x + gid.y * nwg.x * 64u;   // which run of 4 * QUADS outputs
+    let i0 = lane * 4u * QUADS;
     if (i0 >= p.total) { return; }
     let plane = DST * DST;
     let per_image = CHANNELS * plane;
@@ -52,25 +57,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = i0 % per_image;
     let c = r / plane;
     let y = (r % plane) / DST;
-    let x0 = (r % plane) % DST;
     let sample = perm[st.start + b];
     let chunk = sample / PER_CHUNK;
     let image = (sample % PER_CHUNK) * RECORD_WORDS;
     let row_ok = y >= PAD && y < PAD + SRC_H;
-    var word_at = 0xffffffffu;
-    var word = 0u;
-    for (var j = 0u; j < 4u; j++) {
-        let xx = x0 + j;
-        var raw = 0u;
-        if (row_ok && xx >= PAD && xx < PAD + SRC_W) {
-            let byte = (c * SRC_H + (y - PAD)) * SRC_W + (xx - PAD);
-            if (byte / 4u != word_at) {
-                word_at = byte / 4u;
-                word = load_word(chunk, image + word_at);
-            }
-            raw = (word >> ((byte % 4u) * 8u)) & 0xffu;
+    let row_byte = (c * SRC_H + select(0u, y - PAD, row_ok)) * SRC_W;
+    for (var qi = 0u; qi < QUADS; qi++) {
+        let x0 = (r % plane) % DST + 4u * qi;
+        // The first source column the 4 outputs read (clamped into the row), and its word.
+        let lo = u32(clamp(i32(x0) - i32(PAD), 0, i32(SRC_W) - 1));
+        let w0 = (row_byte + lo) / 4u;
+        let word0 = load_word(chunk, image + w0);
+        var word1 = word0;
+        if (SRC_W % 4u != 0u || PAD % 4u != 0u) {
+            // Rows not word-aligned (Fashion-MNIST: 28 wide, padded by 2): 4 bytes can span two words.
+            word1 = load_word(chunk, image + min(w0 + 1u, RECORD_WORDS - 1u));
         }
-        x[i0 + j] = (f32(raw) / 255.0 - 0.5) / 0.5;
+        var out: vec4<f32>;
+        for (var j = 0u; j < 4u; j++) {
+            let xx = i32(x0 + j) - i32(PAD);
+            var raw = 0u;
+            if (row_ok && xx >= 0 && xx < i32(SRC_W)) {
+                let byte = row_byte + u32(xx);
+                let word = select(word1, word0, byte / 4u == w0);
+                raw = (word >> ((byte % 4u) * 8u)) & 0xffu;
+            }
+            out[j] = (f32(raw) / 255.0 - 0.5) / 0.5;
+        }
+        x[i0 / 4u + qi] = out;
     }
     if (r == 0u) { labels[b] = labels_all[sample]; }
 }

@@ -555,7 +555,8 @@ fn softmax_cross_entropy_flags_non_finite_logits() {
 fn sgd_momentum_matches_reference_over_several_steps() {
     let g = gpu();
     let k = SgdMomentum::new(g);
-    for n in [1usize, 62_006, 62_006 + 64 * 9 + 3] {
+    // Lengths that are not a multiple of 4 take the scalar kernel, the others the vec4 one.
+    for n in [1usize, 4, 62_006, 62_008, 62_006 + 64 * 9 + 3] {
         let mut r = Rng(n as u64);
         let mut w = r.vec(n, -1.0, 1.0);
         let mut vel = vec![0f32; n];

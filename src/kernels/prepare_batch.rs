@@ -118,8 +118,8 @@ impl PrepareBatch {
         res.extend(chunk_views.iter().map(|v| v.resource()));
         res.push(x.resource());
         res.push(labels.resource());
-        // One invocation per 4 outputs (rows are 32 wide).
-        self.kernel.bind(gpu, &res, grid_1d(total / 4))
+        // One invocation per 16 outputs (QUADS in the shader; rows are 32 wide).
+        self.kernel.bind(gpu, &res, grid_1d(total / 16))
     }
 }
 

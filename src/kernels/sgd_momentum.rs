@@ -13,29 +13,29 @@ pub struct Params {
 }
 
 pub struct SgdMomentum {
-    kernel: Kernel,
+    /// Four parameters an invocation (vec4), for arenas whose length is a multiple of 4.
+    vec4: Kernel,
+    /// One an invocation, for any length.
+    scalar: Kernel,
 }
 
 impl SgdMomentum {
     pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
-            gpu,
-            "sgd_momentum",
-            include_str!("../../shaders/sgd_momentum.wgsl"),
-            "main",
-            &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
-        );
-        SgdMomentum { kernel }
+        let src = include_str!("../../shaders/sgd_momentum.wgsl");
+        let slots = [Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
+        let scalar_src = src.replace("alias elem = vec4<f32>;", "alias elem = f32;");
+        SgdMomentum {
+            vec4: Kernel::new(gpu, "sgd_momentum", src, "main", &slots),
+            scalar: Kernel::new(gpu, "sgd_momentum.scalar", &scalar_src, "main", &slots),
+        }
     }
 
     pub fn bind(&self, gpu: &Gpu, lr: f32, momentum: f32, grad: &View, weight: &View, velocity: &View) -> Dispatch {
         let n = weight.len;
-        let params = gpu.uniform("sgd_momentum params", &Params { n: n as u32, lr, momentum, _pad: 0 });
-        self.kernel.bind(
-            gpu,
-            &[params.as_entire_binding(), grad.resource(), weight.resource(), velocity.resource()],
-            grid_1d(n),
-        )
+        let (kernel, per) = if n % 4 == 0 { (&self.vec4, 4) } else { (&self.scalar, 1) };
+        let elems = n / per;
+        let params = gpu.uniform("sgd_momentum params", &Params { n: elems as u32, lr, momentum, _pad: 0 });
+        kernel.bind(gpu, &[params.as_entire_binding(), grad.resource(), weight.resource(), velocity.resource()], grid_1d(elems))
     }
 }
 
