@@ -8,6 +8,8 @@ momentum 0.9) and the script prints both training throughputs and their ratio.
     python3 benches/compare_pytorch.py [--adapter lavapipe] [--data /usr/share/datasets/fashion-mnist]
 
 Training images/s counts the training loop only (data already in memory, no evaluation).
+`--torch-device cuda` trains PyTorch on an NVIDIA GPU instead, for a side-by-side there (with
+`--adapter vulkan`; the README's "On a real GPU" has one).
 """
 import argparse
 import gzip
@@ -63,14 +65,21 @@ def load(data_dir, prefix):
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def pytorch_images_per_sec(data_dir, batch, lr):
+def pytorch_images_per_sec(data_dir, batch, lr, device):
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     x, y = load(data_dir, "train")
-    net = Net()
+    x, y = x.to(device), y.to(device)
+    net = Net().to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     crit = nn.CrossEntropyLoss()
-    perm = torch.randperm(len(y))
+    perm = torch.randperm(len(y), device=device)
+    if device != "cpu":
+        # One step before the clock starts, so CUDA's context and kernel loading are not timed
+        # (gpu-lenet's epoch likewise starts after its pipelines are built).
+        crit(net(x[:batch]), y[:batch]).backward()
+        opt.zero_grad()
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for i in range(0, len(y), batch):
         idx_ = perm[i:i + batch]
@@ -78,10 +87,12 @@ def pytorch_images_per_sec(data_dir, batch, lr):
         loss = crit(net(x[idx_]), y[idx_])
         loss.backward()
         opt.step()
+    if device != "cpu":
+        torch.cuda.synchronize()
     secs = time.perf_counter() - start
     xt, yt = load(data_dir, "t10k")
     with torch.no_grad():
-        acc = (net(xt).argmax(1) == yt).float().mean().item()
+        acc = (net(xt.to(device)).argmax(1) == yt.to(device)).float().mean().item()
     return len(y) / secs, acc
 
 
@@ -102,11 +113,13 @@ def main():
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "gpu-lenet"))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--torch-device", default="cpu", help="where PyTorch trains: cpu (the design card's comparison) or cuda")
     a = ap.parse_args()
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"Fashion-MNIST 1 epoch, batch {a.batch_size}, lr {a.lr}")
-    pt, pt_acc = pytorch_images_per_sec(a.data, a.batch_size, a.lr)
-    print(f"PyTorch CPU ({os.cpu_count()} threads): {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
+    pt, pt_acc = pytorch_images_per_sec(a.data, a.batch_size, a.lr, a.torch_device)
+    where = f"CPU ({os.cpu_count()} threads)" if a.torch_device == "cpu" else f"{a.torch_device} ({torch.cuda.get_device_name()})"
+    print(f"PyTorch {where}: {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
     gl, gl_acc = gpu_lenet_images_per_sec(a.binary, a.adapter, a.data, a.batch_size, a.lr)
     print(f"gpu-lenet ({a.adapter}):{'':>9} {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
     print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x")
