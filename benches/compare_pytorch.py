@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "gpu-lenet"))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--torch-device", default="cpu", help="where PyTorch trains: cpu (the design card's comparison) or cuda")
+    ap.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"], help="where PyTorch trains: cpu (the design card's comparison) or cuda")
     a = ap.parse_args()
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"Fashion-MNIST 1 epoch, batch {a.batch_size}, lr {a.lr}")

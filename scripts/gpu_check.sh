@@ -12,7 +12,8 @@
 # of tests/kernels, train_step, pytorch_parity and the debug gpu-lenet they call, in DIR) on that
 # adapter: the kernels against their CPU references and the step against PyTorch, on a real GPU.
 # They find their fixtures under the path they were built in, so that path is linked to this tree.
-# No -e: a failing step (a kernel reported wrong, say) must not hide the steps after it.
+# No -e: a failing step (a kernel reported wrong, say) must not hide the steps after it; the
+# script exits 1 at the end, naming them, if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu-check}"
@@ -33,29 +34,39 @@ chmod 700 "$XDG_RUNTIME_DIR"
 [ -x "$BIN" ] || { echo "no $BIN: build it first (cargo build --release)"; exit 1; }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true; } | tee "$OUT/adapters.txt"
-"$BIN" adapters 2>&1 | tee -a "$OUT/adapters.txt"
-"$BIN" bench-kernels --adapter "$ADAPTER" 2>&1 | tee "$OUT/bench.txt"
-"$BIN" bench-kernels --adapter "$ADAPTER" --json >"$OUT/bench.json"
+failed=()
+"$BIN" adapters 2>&1 | tee -a "$OUT/adapters.txt" || failed+=(adapters)
+"$BIN" bench-kernels --adapter "$ADAPTER" 2>&1 | tee "$OUT/bench.txt" || failed+=(bench-kernels)
+"$BIN" bench-kernels --adapter "$ADAPTER" --json >"$OUT/bench.json" || failed+=("bench-kernels --json")
 DATA="$(mktemp -d)"
 trap 'rm -rf "$DATA"' EXIT
 python3 scripts/make_fake_cifar.py "$DATA" "$IMAGES" "$((IMAGES / 5))"
 GPU_LENET_LOG_STARTUP=1 "$BIN" train --adapter "$ADAPTER" --dataset cifar10 --data "$DATA/cifar-10-batches-bin" --no-download \
-    --epochs 1 --metrics "$OUT/metrics.jsonl" 2>&1 | tee "$OUT/train.txt"
+    --epochs 1 --metrics "$OUT/metrics.jsonl" 2>&1 | tee "$OUT/train.txt" || failed+=("train 1 epoch")
 # Steady state: the same epoch three times in one process (the first includes pipeline warm-up).
 "$BIN" train --adapter "$ADAPTER" --dataset cifar10 --data "$DATA/cifar-10-batches-bin" --no-download \
-    --epochs 3 2>&1 | tee "$OUT/train3.txt"
+    --epochs 3 2>&1 | tee "$OUT/train3.txt" || failed+=("train 3 epochs")
 if [ -n "${GPU_CHECK_TESTS:-}" ]; then
     BUILT_IN="${GPU_CHECK_BUILT_IN:-/work/main}"
     if [ "$(cd "$BUILT_IN" 2>/dev/null && pwd -P)" != "$(pwd -P)" ]; then
+        # Only a missing path or an old link is replaced: never somebody's checkout.
+        if [ -e "$BUILT_IN" ] && [ ! -L "$BUILT_IN" ]; then
+            echo "$BUILT_IN exists and is not this tree: set GPU_CHECK_BUILT_IN to the path the tests were built in"
+            exit 1
+        fi
         mkdir -p "$(dirname "$BUILT_IN")"
-        rm -rf "$BUILT_IN"
+        rm -f "$BUILT_IN"
         ln -s "$(pwd -P)" "$BUILT_IN"
     fi
     mkdir -p target/debug
     cp "$GPU_CHECK_TESTS/gpu-lenet-debug" target/debug/gpu-lenet
     for t in kernels train_step pytorch_parity; do
         echo "== test $t on $ADAPTER"
-        GPU_LENET_ADAPTER="$ADAPTER" "$GPU_CHECK_TESTS/$t" 2>&1 | tee -a "$OUT/tests.txt" | tail -5 || true
+        GPU_LENET_ADAPTER="$ADAPTER" "$GPU_CHECK_TESTS/$t" 2>&1 | tee -a "$OUT/tests.txt" | tail -5 || failed+=("test $t")
     done
 fi
 echo "== results in $OUT"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "== failed: ${failed[*]}"
+    exit 1
+fi

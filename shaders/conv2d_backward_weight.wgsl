@@ -11,8 +11,8 @@
 // the partials pass has thousands of lanes with short loops rather than a few hundred with long
 // ones; chunk c is then rows block c % row_blocks of image c / row_blocks.
 // Pass 2 (`reduce`): dw/db[j] = sum over chunks c = 0, 1, ... of partial[c][j].
-// Shapes are override constants; the chunking depends only on the shape, so runs are
-// reproducible bit for bit.
+// Shapes are override constants; the chunking depends only on the shape and the adapter (and
+// the GPU_LENET_WG_ROWS knob), so runs on one adapter are reproducible bit for bit.
 
 override CIN: u32;
 override H: u32;

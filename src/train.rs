@@ -212,14 +212,6 @@ impl<'g> Engine<'g> {
         if batch_size == 0 {
             return Err("--batch-size: must be at least 1".into());
         }
-        // The conv kernels put the batch on the z dimension of the dispatch.
-        let max_batch = gpu.limits.max_compute_workgroups_per_dimension as usize;
-        let per_image_bytes = 4 * 6 * 28 * 28;
-        let max_by_binding = gpu.limits.max_storage_buffer_binding_size as usize / per_image_bytes;
-        let limit = max_batch.min(max_by_binding);
-        if batch_size > limit {
-            return Err(format!("--batch-size {batch_size}: this adapter supports at most {limit} (dispatch and binding limits)"));
-        }
         if dataset.test.is_empty() {
             return Err(format!("{}: the test split holds no images", dataset.source));
         }
@@ -227,6 +219,23 @@ impl<'g> Engine<'g> {
             return Err(format!("{}: the training split holds no images", dataset.source));
         }
         let kernels = LenetKernels::new(gpu, dataset.channels);
+        // The conv kernels put the batch on the z dimension of the dispatch; the largest
+        // per-image buffer is conv1's output, or the conv weight grads' partial sums (per block of
+        // rows on a GPU).
+        let max_batch = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let per_image_bytes = [
+            4 * 6 * 28 * 28,
+            kernels.conv1_backward_weight.scratch_bytes_per_image(),
+            kernels.conv2_backward_weight.scratch_bytes_per_image(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(1);
+        let max_by_binding = gpu.limits.max_storage_buffer_binding_size as usize / per_image_bytes;
+        let limit = max_batch.min(max_by_binding);
+        if batch_size > limit {
+            return Err(format!("--batch-size {batch_size}: this adapter supports at most {limit} (dispatch and binding limits)"));
+        }
         let net = Lenet::new(gpu, dataset.channels);
         let train = if with_train {
             Some(Walk::new(gpu, &kernels, &net, &dataset, &dataset.train, "training set", batch_size, lr, momentum)?)

@@ -193,7 +193,7 @@ fn conv2d_backward_weight_matches_reference() {
         if Conv2dBackwardWeight::subgroups_usable(g) && s.batch >= 13 {
             variants.push(Conv2dBackwardWeight::with_options(g, s, false));
         }
-        // Blocks of 3 output rows (what GPUs run, in blocks of 7): most heights leave a short
+        // Blocks of 3 output rows (what GPUs run, in blocks of at most 7): most heights leave a short
         // last block.
         variants.push(Conv2dBackwardWeight::with_rows(g, s, 3));
         for (k, seed) in variants.iter().flat_map(|k| SEEDS.map(|seed| (k, seed))) {

@@ -27,16 +27,17 @@ pub fn chunking(batch: usize) -> (usize, usize) {
     (1, batch.max(1))
 }
 
-/// Output rows per chunk of the plain kernel on a GPU: a chunk of a whole image leaves a GPU
-/// with a few hundred lanes each looping over every pixel (conv1: 784); blocks of rows give it
-/// thousands of short loops. On a CPU adapter (llvmpipe, a few cores) whole images.
-/// `GPU_LENET_WG_ROWS` overrides it (for measuring).
+/// At most this many output rows per chunk of the plain kernel (the blocks are then evened out:
+/// conv2's 10 rows at 7 make 2 blocks of 5). On a GPU a chunk of a whole image leaves a few
+/// hundred lanes each looping over every pixel (conv1: 784); blocks of rows give it thousands of
+/// short loops (H200: 7 rows 0.052 + 0.025 ms for conv1 + conv2, whole images 0.064 + 0.021, 4
+/// rows 0.062 + 0.029, `scripts/gpu_tune.sh`). On a CPU adapter (llvmpipe, a few cores) whole
+/// images. `GPU_LENET_WG_ROWS` overrides it (for measuring).
 fn rows_per_chunk(gpu: &Gpu, s: ConvShape) -> usize {
-    let rows = std::env::var("GPU_LENET_WG_ROWS").ok().and_then(|v| v.parse::<usize>().ok());
-    match rows {
-        Some(r) if r > 0 => r.min(s.oh()),
-        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => s.oh(),
-        _ => s.oh().min(7),
+    match super::env_knob("GPU_LENET_WG_ROWS", |r| r > 0) {
+        Some(r) => r.min(s.oh()),
+        None if gpu.info.device_type == wgpu::DeviceType::Cpu => s.oh(),
+        None => s.oh().min(7),
     }
 }
 
@@ -97,7 +98,10 @@ impl Conv2dBackwardWeight {
     /// without row blocks. `GPU_LENET_WG_SUBGROUP=1` forces it where usable (for measuring).
     pub fn subgroups_pay(gpu: &Gpu) -> bool {
         Self::subgroups_usable(gpu)
-            && (gpu.info.device_type == wgpu::DeviceType::Cpu || std::env::var_os("GPU_LENET_WG_SUBGROUP").is_some())
+            && match super::env_knob("GPU_LENET_WG_SUBGROUP", |n| n <= 1) {
+                Some(n) => n == 1,
+                None => gpu.info.device_type == wgpu::DeviceType::Cpu,
+            }
     }
 
     /// With the choice of the subgroup variant of the partials pass (tests run both; it needs
@@ -181,6 +185,12 @@ impl Conv2dBackwardWeight {
         }
     }
 
+    /// Bytes of partial sums per image (the scratch `bind` allocates is this times the batch, or
+    /// less with uniform windows).
+    pub fn scratch_bytes_per_image(&self) -> usize {
+        4 * self.row_blocks * (self.shape.weight_len() + self.shape.cout)
+    }
+
     /// Which variant of the partials pass this pipeline uses.
     pub fn variant(&self) -> &'static str {
         self.partials.name
@@ -213,10 +223,15 @@ impl Conv2dBackwardWeight {
             None => {
                 let (chunk, chunks) = chunking(batch);
                 let grid = [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, chunks as u32];
+                // Chunks (images times row blocks) on the z dimension, several dispatches where
+                // they outnumber the adapter's limit per dimension.
                 let chunks = chunks * self.row_blocks;
-                let grid = [grid[0], grid[1], chunks as u32];
-                let row_blocks = self.row_blocks;
-                return bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, row_blocks), vec![(&self.partials, grid, 0, 0, [dy.resource(), x.resource()], None)], dw, db);
+                let max_z = (gpu.limits.max_compute_workgroups_per_dimension as usize).max(1);
+                let grids = (0..chunks)
+                    .step_by(max_z)
+                    .map(|c0| (&self.partials, [grid[0], grid[1], (chunks - c0).min(max_z) as u32], c0, 0, [dy.resource(), x.resource()], None))
+                    .collect();
+                return bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, self.row_blocks), grids, dw, db);
             }
         };
         bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, 1), grids, dw, db)

@@ -73,10 +73,10 @@ pub fn co_tile(cout: usize) -> usize {
 /// 2 0.013 / 0.018 / 0.035, 4 0.016 / 0.024 / 0.045, 6-8 0.019 / 0.036 / 0.044; whole step 0.364,
 /// 0.355, 0.356, 0.393 ms. `GPU_LENET_CONV_CO` (1-8) overrides it, for measuring.
 pub fn co_tile_for(gpu: &Gpu, channels: usize) -> usize {
-    match std::env::var("GPU_LENET_CONV_CO").ok().and_then(|v| v.parse::<usize>().ok()) {
-        Some(c @ 1..=8) => c.min(channels),
-        _ if gpu.info.device_type == wgpu::DeviceType::Cpu => co_tile(channels),
-        _ => channels.min(2),
+    match super::env_knob("GPU_LENET_CONV_CO", |c| (1..=8).contains(&c)) {
+        Some(c) => c.min(channels),
+        None if gpu.info.device_type == wgpu::DeviceType::Cpu => co_tile(channels),
+        None => channels.min(2),
     }
 }
 

@@ -108,10 +108,10 @@ impl Gemm {
     /// B load feeds 4 rows), 1 on a GPU (4 times the lanes; LeNet's products are too small to
     /// fill a GPU otherwise). `GPU_LENET_GEMM_ROWS` (1-4) overrides it, for measuring.
     fn tile_rows_for(gpu: &Gpu) -> usize {
-        match std::env::var("GPU_LENET_GEMM_ROWS").ok().and_then(|v| v.parse::<usize>().ok()) {
-            Some(r @ 1..=4) => r,
-            _ if gpu.info.device_type == wgpu::DeviceType::Cpu => 4,
-            _ => 1,
+        match super::env_knob("GPU_LENET_GEMM_ROWS", |r| (1..=4).contains(&r)) {
+            Some(r) => r,
+            None if gpu.info.device_type == wgpu::DeviceType::Cpu => 4,
+            None => 1,
         }
     }
 
@@ -138,6 +138,9 @@ impl Gemm {
             Kernel::new(gpu, "gemm_uniform_ab", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite])
         });
         let forced = std::env::var("GPU_LENET_GEMM").ok();
+        if let Some(v) = forced.as_deref().filter(|v| !["storage", "uniform-a", "uniform-ab"].contains(v)) {
+            eprintln!("warning: GPU_LENET_GEMM={v:?} ignored: expected storage, uniform-a or uniform-ab");
+        }
         let default_variant = match (forced.as_deref(), &uniform_a) {
             (Some("storage"), _) | (_, None) => Variant::Storage,
             (Some("uniform-a"), _) => Variant::UniformA,

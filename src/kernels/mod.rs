@@ -139,13 +139,26 @@ pub fn shared_uniform_windows(gpu: &Gpu, item_bytes: &[usize]) -> Option<usize> 
 /// default only on a CPU adapter; `GPU_LENET_UNIFORM_INPUTS=1` / `=0` (or the older
 /// `GPU_LENET_NO_UNIFORM_INPUTS`) force it, for measuring both on one adapter.
 pub fn uniform_inputs_pay(gpu: &Gpu) -> bool {
-    if std::env::var_os("GPU_LENET_NO_UNIFORM_INPUTS").is_some() {
+    if env_knob("GPU_LENET_NO_UNIFORM_INPUTS", |n| n <= 1) == Some(1) {
         return false;
     }
-    match std::env::var("GPU_LENET_UNIFORM_INPUTS").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => gpu.info.device_type == wgpu::DeviceType::Cpu,
+    match env_knob("GPU_LENET_UNIFORM_INPUTS", |n| n <= 1) {
+        Some(n) => n == 1,
+        None => gpu.info.device_type == wgpu::DeviceType::Cpu,
+    }
+}
+
+/// A numeric tuning knob from the environment (`GPU_LENET_GEMM_ROWS` and the like): None when
+/// unset; a value that does not parse or that `valid` refuses is reported on stderr and ignored,
+/// so that a typo does not silently measure the default.
+pub fn env_knob(name: &str, valid: impl Fn(usize) -> bool) -> Option<usize> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().parse::<usize>() {
+        Ok(n) if valid(n) => Some(n),
+        _ => {
+            eprintln!("warning: {name}={v:?} ignored: not a valid value");
+            None
+        }
     }
 }
 

@@ -23,6 +23,7 @@ impl SgdMomentum {
     pub fn new(gpu: &Gpu) -> Self {
         let src = include_str!("../../shaders/sgd_momentum.wgsl");
         let slots = [Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
+        assert!(src.contains("alias elem = vec4<f32>;"), "sgd_momentum.wgsl lacks its elem alias");
         let scalar_src = src.replace("alias elem = vec4<f32>;", "alias elem = f32;");
         SgdMomentum {
             vec4: Kernel::new(gpu, "sgd_momentum", src, "main", &slots),
