@@ -31,6 +31,9 @@ pub struct KernelRow {
     pub correct: bool,
     /// The check's worst relative error, or why it failed.
     pub check: String,
+    /// The pipelines this stage dispatches on this adapter, each with its dispatch count
+    /// (e.g. "gemm_uniform_ab x8"): which per-adapter variant ran.
+    pub pipelines: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -356,7 +359,8 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
             _ => None,
         };
         if selected || !correct {
-            rows.push(KernelRow { name: name.to_string(), ms, gflops, gbps, share: None, of_ceiling, correct, check });
+            let pipelines = pipeline_counts(ds);
+            rows.push(KernelRow { name: name.to_string(), ms, gflops, gbps, share: None, of_ceiling, correct, check, pipelines });
         }
     }
     let total: f64 = rows.iter().filter_map(|r| r.ms).sum();
@@ -402,6 +406,18 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     })
 }
 
+/// "name xN" for each pipeline of a stage's dispatches, in order of first use.
+fn pipeline_counts(ds: &[&Dispatch]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for d in ds {
+        match counts.iter_mut().find(|(n, _)| *n == d.name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((d.name, 1)),
+        }
+    }
+    counts.iter().map(|(n, c)| if *c > 1 { format!("{n} x{c}") } else { n.to_string() }).collect::<Vec<_>>().join(", ")
+}
+
 /// The human-readable table.
 pub fn print(r: &Report) {
     println!("adapter: {}   batch: {}   timing: {}", r.adapter, r.batch_size, r.timing);
@@ -409,18 +425,19 @@ pub fn print(r: &Report) {
         "ceilings: copy kernel (vec4) {:.2} GB/s, FMA peak (registers only) {:.2} GFLOP/s; this project's GEMM at 128^3: {:.2} GFLOP/s",
         r.ceilings.copy_gbps, r.ceilings.fma_gflops, r.ceilings.gemm_gflops
     );
-    println!("{:<24} {:>9} {:>9} {:>8} {:>7} {:>10}  check", "kernel", "ms", "GFLOP/s", "GB/s", "share", "of ceiling");
+    println!("{:<24} {:>9} {:>9} {:>8} {:>7} {:>10}  {:<28} pipelines", "kernel", "ms", "GFLOP/s", "GB/s", "share", "of ceiling", "check");
     let opt = |v: Option<f64>, w: usize, p: usize| v.map(|x| format!("{x:>w$.p$}")).unwrap_or_else(|| format!("{:>w$}", "-"));
     for k in &r.kernels {
         println!(
-            "{:<24} {} {} {} {} {}  {}",
+            "{:<24} {} {} {} {} {}  {:<28} {}",
             k.name,
             opt(k.ms, 9, 3),
             opt(k.gflops, 9, 2),
             opt(k.gbps, 8, 2),
             opt(k.share.map(|s| 100.0 * s), 6, 1) + "%",
             opt(k.of_ceiling.map(|s| 100.0 * s), 9, 1) + "%",
-            k.check
+            k.check,
+            k.pipelines
         );
     }
     let s = &r.train_step;
