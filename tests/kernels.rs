@@ -35,8 +35,8 @@ fn v(b: &wgpu::Buffer) -> View {
     View::whole(b)
 }
 
-/// Register tilings to test besides each kernel's default: one channel and one quad, and wide
-/// tiles that overhang the row and the channel count.
+/// Register tilings to test besides each kernel's default: one channel and one quad, wide
+/// tiles that overhang the row and the channel count, and a GPU's default (2 channels).
 /// (Each tiling is its own pipeline to compile, so the extra ones run on a few shapes only.)
 /// Each with the adapter's default for sharing weight loads across a subgroup; where the adapter
 /// can share, the default tiling also runs without sharing (the kernel other adapters get).
@@ -47,6 +47,8 @@ fn tilings(s: &ConvShape, channels: usize) -> Vec<(Option<Tiles>, Option<bool>)>
     }
     if s.batch == 2 || s.batch == 3 || (s.batch == 64 && s.cin == 3) {
         t.extend([Tiles { co: 1, quads: 1 }, Tiles { co: channels.min(3), quads: 8 }, Tiles { co: channels.min(5), quads: 3 }].map(|t| (Some(t), None)));
+        // What a GPU runs: 2 channels a lane, no subgroup sharing.
+        t.push((Some(Tiles { co: channels.min(2), quads: 1 }), Some(false)));
     }
     t
 }
