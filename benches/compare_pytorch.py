@@ -5,7 +5,7 @@ momentum 0.9) and the script prints both training throughputs and their ratio.
 
     pip install torch numpy
     cargo build --release
-    python3 benches/compare_pytorch.py [--adapter lavapipe] [--data /usr/share/datasets/fashion-mnist]
+    python3 benches/compare_pytorch.py [--adapter lavapipe] [--data /usr/share/datasets/fashion-mnist] [--repeat N]
 
 Training images/s counts the training loop only (data already in memory, no evaluation).
 `--torch-device cuda` trains PyTorch on an NVIDIA GPU instead, for a side-by-side there (with
@@ -114,15 +114,24 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"], help="where PyTorch trains: cpu (the design card's comparison) or cuda")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of both, alternating; with more than one, each round's ratio and the median (this machine swings run to run)")
     a = ap.parse_args()
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"Fashion-MNIST 1 epoch, batch {a.batch_size}, lr {a.lr}")
-    pt, pt_acc = pytorch_images_per_sec(a.data, a.batch_size, a.lr, a.torch_device)
-    where = f"CPU ({os.cpu_count()} threads)" if a.torch_device == "cpu" else f"{a.torch_device} ({torch.cuda.get_device_name()})"
-    print(f"PyTorch {where}: {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
-    gl, gl_acc = gpu_lenet_images_per_sec(a.binary, a.adapter, a.data, a.batch_size, a.lr)
-    print(f"gpu-lenet ({a.adapter}):{'':>9} {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
-    print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x")
+    ratios = []
+    for _ in range(max(1, a.repeat)):
+        pt, pt_acc = pytorch_images_per_sec(a.data, a.batch_size, a.lr, a.torch_device)
+        where = f"CPU ({os.cpu_count()} threads)" if a.torch_device == "cpu" else f"{a.torch_device} ({torch.cuda.get_device_name()})"
+        print(f"PyTorch {where}: {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
+        gl, gl_acc = gpu_lenet_images_per_sec(a.binary, a.adapter, a.data, a.batch_size, a.lr)
+        print(f"gpu-lenet ({a.adapter}):{'':>9} {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
+        print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x", flush=True)
+        ratios.append(gl / pt)
+    if len(ratios) > 1:
+        r = sorted(ratios)
+        median = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
+        print(f"{len(r)} rounds: ratios {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f}x, lowest {r[0]:.2f}x")
 
 
 if __name__ == "__main__":
