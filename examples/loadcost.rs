@@ -44,6 +44,18 @@ fn ubo_divergent(@builtin(global_invocation_id) g: vec3<u32>) {
   for (var i = 0u; i < 16u; i++) { s += u[base + i]; }
   o[g.x] = s.x + s.y + s.z + s.w;
 }
+// The same gathers with f16 pairs packed in the words (what f16 activations in uniform windows
+// would read): 8 values a vec4 load instead of 4.
+@compute @workgroup_size(64)
+fn ubo_f16_divergent(@builtin(global_invocation_id) g: vec3<u32>) {
+  var s = vec2<f32>(0.0);
+  let base = (g.x * 16u) % 1000u;
+  for (var i = 0u; i < 16u; i++) {
+    let w = bitcast<vec4<u32>>(u[base + i]);
+    s += unpack2x16float(w.x) + unpack2x16float(w.y) + unpack2x16float(w.z) + unpack2x16float(w.w);
+  }
+  o[g.x] = s.x + s.y;
+}
 var<workgroup> sh: array<f32, 4096>;
 @compute @workgroup_size(64)
 fn shared_load(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_index) l: u32) {
@@ -138,7 +150,7 @@ fn main() {
     let o = gpu.storage("o", n);
     let params = gpu.uniform("p", &[0u32; 4]);
     let ubo = gpu.uniform("u", &[0f32; 4096]);
-    for entry in ["scalar", "vec4load", "uniformload", "ubo_uniform", "ubo_divergent", "shared_load", "subgroup_bcast", "fma_only"] {
+    for entry in ["scalar", "vec4load", "uniformload", "ubo_uniform", "ubo_divergent", "ubo_f16_divergent", "shared_load", "subgroup_bcast", "fma_only"] {
         let k = Kernel::new(&gpu, "probe", SRC, entry, &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::Uniform]);
         let d = k.bind(&gpu, &[params.as_entire_binding(), View::whole(&a).resource(), View::whole(&a).resource(), View::whole(&o).resource(), ubo.as_entire_binding()], [(n / 64) as u32, 1, 1]);
         d.run(&gpu);
@@ -149,6 +161,13 @@ fn main() {
         }
         gpu.wait_idle().unwrap();
         let ms = t.elapsed().as_secs_f64() * 1e3 / 5.0;
-        println!("{entry:12} {ms:8.3} ms  = {:.2} ns per invocation-load ({} invocations x 64 (scalar) or 16 (vec4) loads)", ms * 1e6 / (n as f64 * if entry.starts_with("vec4") || entry.starts_with("ubo") { 16.0 } else { 64.0 }), n);
+        let loads = if entry.starts_with("vec4") || entry.starts_with("ubo") { 16.0 } else { 64.0 };
+        let values = if entry.contains("f16") { 8.0 } else if entry.starts_with("vec4") || entry.starts_with("ubo") { 4.0 } else { 1.0 };
+        println!(
+            "{entry:17} {ms:8.3} ms  = {:.2} ns per invocation-load, {:.3} ns per value ({} invocations x 64 (scalar) or 16 (vec4) loads)",
+            ms * 1e6 / (n as f64 * loads),
+            ms * 1e6 / (n as f64 * loads * values),
+            n
+        );
     }
 }
