@@ -22,15 +22,7 @@ ADAPTER="${GPU_CHECK_ADAPTER:-vulkan}"
 IMAGES="${GPU_CHECK_IMAGES:-50000}"
 BIN="${GPU_LENET_BIN:-./target/release/gpu-lenet}"
 
-if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-chmod 700 "$XDG_RUNTIME_DIR"
+. scripts/device_env.sh
 [ -x "$BIN" ] || { echo "no $BIN: build it first (cargo build --release)"; exit 1; }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true; } | tee "$OUT/adapters.txt"

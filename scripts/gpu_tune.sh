@@ -14,15 +14,7 @@ mkdir -p "$OUT"
 ADAPTER="${GPU_CHECK_ADAPTER:-vulkan}"
 BIN="${GPU_LENET_BIN:-./target/release/gpu-lenet}"
 BATCH="${GPU_TUNE_BATCH:-64}"
-if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-chmod 700 "$XDG_RUNTIME_DIR"
+. scripts/device_env.sh
 
 SETTINGS=(
     "default"

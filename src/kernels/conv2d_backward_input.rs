@@ -1,7 +1,7 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
 use super::conv2d_forward::{co_tile_for, ConvShape, Input, Tiles};
-use super::{image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{window_dispatches, image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -75,11 +75,7 @@ impl Conv2dBackwardInput {
         let wv = w.uniform_vec4s();
         let image_bytes = (4 * s.cout * s.oh() * s.ow()) as u64;
         let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| dispatch(gpu, kernel, s, self.tiles, (batch, b0, n), [dyr, wv.resource(), dx.resource()], None);
-        let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(dy, batch, image_bytes, *per)?)));
-        match windows {
-            Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
-            None => vec![dispatch(&self.kernel, 0, batch, dy.resource())],
-        }
+        window_dispatches(self.windowed.as_ref(), &self.kernel, dy, batch, image_bytes, dispatch)
     }
 }
 

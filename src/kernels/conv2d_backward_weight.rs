@@ -34,11 +34,7 @@ pub fn chunking(batch: usize) -> (usize, usize) {
 /// rows 0.062 + 0.029, `scripts/gpu_tune.sh`). On a CPU adapter (llvmpipe, a few cores) whole
 /// images. `GPU_LENET_WG_ROWS` overrides it (for measuring).
 fn rows_per_chunk(gpu: &Gpu, s: ConvShape) -> usize {
-    match super::env_knob("GPU_LENET_WG_ROWS", |r| r > 0) {
-        Some(r) => r.min(s.oh()),
-        None if gpu.info.device_type == wgpu::DeviceType::Cpu => s.oh(),
-        None => s.oh().min(7),
-    }
+    super::per_adapter(gpu, "GPU_LENET_WG_ROWS", |r| r > 0, s.oh(), 7).min(s.oh())
 }
 
 /// Output pixels per round of the subgroup kernel: the row in equal rounds of at most 16.
@@ -97,11 +93,7 @@ impl Conv2dBackwardWeight {
     /// there, see `co_tile`); on a GPU its lanes loop over whole images like the plain kernel
     /// without row blocks. `GPU_LENET_WG_SUBGROUP=1` forces it where usable (for measuring).
     pub fn subgroups_pay(gpu: &Gpu) -> bool {
-        Self::subgroups_usable(gpu)
-            && match super::env_knob("GPU_LENET_WG_SUBGROUP", |n| n <= 1) {
-                Some(n) => n == 1,
-                None => gpu.info.device_type == wgpu::DeviceType::Cpu,
-            }
+        Self::subgroups_usable(gpu) && super::per_adapter(gpu, "GPU_LENET_WG_SUBGROUP", |n| n <= 1, 1, 0) == 1
     }
 
     /// With the choice of the subgroup variant of the partials pass (tests run both; it needs
@@ -208,33 +200,34 @@ impl Conv2dBackwardWeight {
         let windows = self.windowed.as_ref().and_then(|(k, per)| {
             Some((k, *per, image_windows(x, batch, x_bytes, *per)?, image_windows(dy, batch, dy_bytes, *per)?))
         });
-        let (chunk, chunks, grids): (usize, usize, Vec<Partial>) = match windows {
+        // (images a chunk, chunks, row blocks an image, the partials dispatches)
+        let (chunk, chunks, row_blocks, grids): (usize, usize, usize, Vec<Partial>) = match windows {
             // One chunk per window: chunk k is window k's images, k * per onwards.
             Some((kernel, per, xs, dys)) if self.window_chunks => {
                 let n = xs.len();
                 let grid = [lanes.div_ceil(8) as u32, co_groups, 1];
-                (per, n, xs.into_iter().zip(dys).enumerate().map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, [dyw, xw], None)).collect())
+                (per, n, 1, xs.into_iter().zip(dys).enumerate().map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, [dyw, xw], None)).collect())
             }
             // One image per chunk, so a window of images is a run of chunks.
             Some((kernel, _, xs, dys)) => {
                 let grid = |n: usize| [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, n as u32];
-                (1, batch.max(1), xs.into_iter().zip(dys).map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, [dyw, xw], None)).collect())
+                (1, batch.max(1), 1, xs.into_iter().zip(dys).map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, [dyw, xw], None)).collect())
             }
             None => {
                 let (chunk, chunks) = chunking(batch);
-                let grid = [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, chunks as u32];
                 // Chunks (images times row blocks) on the z dimension, several dispatches where
                 // they outnumber the adapter's limit per dimension.
                 let chunks = chunks * self.row_blocks;
+                let lane_groups = lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32;
                 let max_z = (gpu.limits.max_compute_workgroups_per_dimension as usize).max(1);
                 let grids = (0..chunks)
                     .step_by(max_z)
-                    .map(|c0| (&self.partials, [grid[0], grid[1], (chunks - c0).min(max_z) as u32], c0, 0, [dy.resource(), x.resource()], None))
+                    .map(|c0| (&self.partials, [lane_groups, co_groups, (chunks - c0).min(max_z) as u32], c0, 0, [dy.resource(), x.resource()], None))
                     .collect();
-                return bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, self.row_blocks), grids, dw, db);
+                (chunk, chunks, self.row_blocks, grids)
             }
         };
-        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, 1), grids, dw, db)
+        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, row_blocks), grids, dw, db)
     }
 
     /// The input variant `bind` uses on this adapter.

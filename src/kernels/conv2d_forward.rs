@@ -1,6 +1,6 @@
 //! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
 
-use super::{image_windows, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{window_dispatches, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 /// The shape of one convolution layer applied to a batch.
@@ -73,11 +73,7 @@ pub fn co_tile(cout: usize) -> usize {
 /// 2 0.013 / 0.018 / 0.035, 4 0.016 / 0.024 / 0.045, 6-8 0.019 / 0.036 / 0.044; whole step 0.364,
 /// 0.355, 0.356, 0.393 ms. `GPU_LENET_CONV_CO` (1-8) overrides it, for measuring.
 pub fn co_tile_for(gpu: &Gpu, channels: usize) -> usize {
-    match super::env_knob("GPU_LENET_CONV_CO", |c| (1..=8).contains(&c)) {
-        Some(c) => c.min(channels),
-        None if gpu.info.device_type == wgpu::DeviceType::Cpu => co_tile(channels),
-        None => channels.min(2),
-    }
+    super::per_adapter(gpu, "GPU_LENET_CONV_CO", |c| (1..=8).contains(&c), co_tile(channels), 2).min(channels)
 }
 
 /// Register tiling of one invocation: output channels x quads of 4 pixels along a row.
@@ -189,11 +185,7 @@ impl Conv2dForward {
                 [(n * per_image).div_ceil(64) as u32, s.cout.div_ceil(self.tiles.co) as u32, 1],
             )
         };
-        let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(x, batch, image_bytes, *per)?)));
-        match windows {
-            Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
-            None => vec![dispatch(&self.kernel, 0, batch, x.resource())],
-        }
+        window_dispatches(self.windowed.as_ref(), &self.kernel, x, batch, image_bytes, dispatch)
     }
 }
 

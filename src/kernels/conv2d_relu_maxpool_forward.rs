@@ -5,7 +5,7 @@
 
 use super::conv2d_forward::{ConvShape, Input, Params};
 use super::maxpool2d_forward::{self, PoolShape};
-use super::{image_windows, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{window_dispatches, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
 /// A fused conv + ReLU + max-pool pipeline specialised to one layer's shape (any batch size).
@@ -78,11 +78,7 @@ impl Conv2dReluMaxpoolForward {
                 [(n * per_image).div_ceil(64) as u32, s.cout.div_ceil(self.co_tile) as u32, 1],
             )
         };
-        let windows = self.windowed.as_ref().and_then(|(k, per)| Some((k, image_windows(x, batch, image_bytes, *per)?)));
-        match windows {
-            Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
-            None => vec![dispatch(&self.kernel, 0, batch, x.resource())],
-        }
+        window_dispatches(self.windowed.as_ref(), &self.kernel, x, batch, image_bytes, dispatch)
     }
 }
 

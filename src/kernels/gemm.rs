@@ -108,11 +108,7 @@ impl Gemm {
     /// B load feeds 4 rows), 1 on a GPU (4 times the lanes; LeNet's products are too small to
     /// fill a GPU otherwise). `GPU_LENET_GEMM_ROWS` (1-4) overrides it, for measuring.
     fn tile_rows_for(gpu: &Gpu) -> usize {
-        match super::env_knob("GPU_LENET_GEMM_ROWS", |r| (1..=4).contains(&r)) {
-            Some(r) => r,
-            None if gpu.info.device_type == wgpu::DeviceType::Cpu => 4,
-            None => 1,
-        }
+        super::per_adapter(gpu, "GPU_LENET_GEMM_ROWS", |r| (1..=4).contains(&r), 4, 1)
     }
 
     /// With the sharing choice and `tile_rows` (1-4) rows per invocation of the storage kernel.

@@ -110,6 +110,25 @@ pub fn image_windows(view: &View, batch: usize, image_bytes: u64, per: usize) ->
     Some(windows)
 }
 
+/// The dispatches of a kernel over a batch whose per-image input `input` (`image_bytes` an image)
+/// is read through uniform windows where the kernel has a windowed pipeline (`windowed`: it and
+/// its images per window) and the buffer has the slack: one dispatch per window; otherwise one
+/// dispatch of the storage pipeline `storage` over the whole batch. `dispatch(kernel, first
+/// image, images, input binding)` makes one.
+pub fn window_dispatches<'a>(
+    windowed: Option<&(Kernel, usize)>,
+    storage: &Kernel,
+    input: &'a View,
+    batch: usize,
+    image_bytes: u64,
+    dispatch: impl Fn(&Kernel, usize, usize, wgpu::BindingResource<'a>) -> Dispatch,
+) -> Vec<Dispatch> {
+    match windowed.and_then(|(k, per)| Some((k, image_windows(input, batch, image_bytes, *per)?))) {
+        Some((kernel, ws)) => ws.into_iter().map(|(b0, n, window)| dispatch(kernel, b0, n, window)).collect(),
+        None => vec![dispatch(storage, 0, batch, input.resource())],
+    }
+}
+
 /// How to cut a run of equal items (images of a batch) into uniform windows: items per window,
 /// or None when one item is too big or no window start can be aligned.
 pub fn uniform_windows(gpu: &Gpu, item_bytes: usize) -> Option<usize> {
@@ -139,13 +158,14 @@ pub fn shared_uniform_windows(gpu: &Gpu, item_bytes: &[usize]) -> Option<usize> 
 /// default only on a CPU adapter; `GPU_LENET_UNIFORM_INPUTS=1` / `=0` (or the older
 /// `GPU_LENET_NO_UNIFORM_INPUTS`) force it, for measuring both on one adapter.
 pub fn uniform_inputs_pay(gpu: &Gpu) -> bool {
-    if env_knob("GPU_LENET_NO_UNIFORM_INPUTS", |n| n <= 1) == Some(1) {
-        return false;
-    }
-    match env_knob("GPU_LENET_UNIFORM_INPUTS", |n| n <= 1) {
-        Some(n) => n == 1,
-        None => gpu.info.device_type == wgpu::DeviceType::Cpu,
-    }
+    env_knob("GPU_LENET_NO_UNIFORM_INPUTS", |n| n <= 1) != Some(1) && per_adapter(gpu, "GPU_LENET_UNIFORM_INPUTS", |n| n <= 1, 1, 0) == 1
+}
+
+/// A tuning choice made per kind of adapter: `cpu` on a CPU adapter (lavapipe, where the
+/// kernels were first tuned), `other` on a GPU (measured on the H200 with `scripts/gpu_tune.sh`),
+/// unless the knob `name` sets it ([`env_knob`]).
+pub fn per_adapter(gpu: &Gpu, name: &str, valid: impl Fn(usize) -> bool, cpu: usize, other: usize) -> usize {
+    env_knob(name, valid).unwrap_or(if gpu.info.device_type == wgpu::DeviceType::Cpu { cpu } else { other })
 }
 
 /// A numeric tuning knob from the environment (`GPU_LENET_GEMM_ROWS` and the like): None when
