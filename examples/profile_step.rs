@@ -61,6 +61,35 @@ fn main() {
         println!("{stage}: {:.3} ms per run (wall clock, {runs} runs)", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
         return;
     }
+    // PROFILE_BALANCE=1: each dispatch repeated in one pass for ~0.4 s; wall and CPU time (all threads) per
+    // dispatch, and how busy the cores were: a dispatch with too few (or uneven) workgroups leaves
+    // a core idle, since lavapipe starts the next dispatch only when every thread has finished.
+    if std::env::var("PROFILE_BALANCE").is_ok() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let cpu = || {
+            let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+            let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
+        };
+        let (mut wall_sum, mut cpu_sum) = (0.0, 0.0);
+        for (stage, d) in s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))) {
+            let t = Instant::now();
+            gpu_lenet::kernels::run_all(&gpu, &[d; 20]);
+            gpu.wait_idle().unwrap();
+            // Enough repetitions for ~0.4 s, the CPU clock ticking in 10 ms steps.
+            let reps = ((0.4 / (t.elapsed().as_secs_f64() / 20.0)) as usize).clamp(100, 20_000);
+            let (t, c) = (Instant::now(), cpu());
+            gpu_lenet::kernels::run_all(&gpu, &vec![d; reps]);
+            gpu.wait_idle().unwrap();
+            let wall = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+            let cpu_ms = (cpu() - c) / reps as f64;
+            wall_sum += wall;
+            cpu_sum += cpu_ms;
+            println!("{stage:24} {:40} {:?} {wall:8.3} ms wall {cpu_ms:8.3} ms CPU {:4.0}% busy", d.name, d.workgroups, 100.0 * cpu_ms / (cores * wall));
+        }
+        println!("sum: {wall_sum:.2} ms wall, {cpu_sum:.2} ms CPU, {:.0}% busy", 100.0 * cpu_sum / (cores * wall_sum));
+        return;
+    }
     for (stage, d) in s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))) {
         d.run(&gpu);
         gpu.wait_idle().unwrap();

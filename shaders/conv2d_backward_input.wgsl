@@ -52,6 +52,11 @@ fn weight(i: u32) -> f32 { return wt[i >> 2u][i & 3u]; }
 // Lanes that share their weight loads; `share(v, l)` is lane l's `v` (rewritten together).
 const SHARE: u32 = 1u;
 fn share(v: f32, lane: u32) -> f32 { return v; }
+// The least and greatest `v` among the lanes sharing loads with this one (rewritten to
+// subgroupMin / subgroupMax with `share`: lanes that share loads run the same loop trips, so
+// every shuffle reads a lane that is still in the loop).
+fn lanes_min(v: u32) -> u32 { return v; }
+fn lanes_max(v: u32) -> u32 { return v; }
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
@@ -73,9 +78,15 @@ fn main(
     let iy = i32(tile / GROUPS);
     let ix0 = i32((tile % GROUPS) * PXQ * 4u);
 
+    // Only the kernel rows that reach input row iy from inside dy (0 <= iy - ky < OH): for
+    // LeNet's conv2, 50 of the 70 (row, ky) pairs; the others would read only the zeros outside
+    // dy. A loop bound, not a branch: llvmpipe runs both sides of an `if` with lanes masked off
+    // but leaves a loop once no lane is left in it.
+    let ky_lo = lanes_min(u32(max(iy - i32(OH) + 1, 0)));
+    let ky_hi = lanes_max(min(u32(iy) + 1u, KH));
     var acc: array<vec4<f32>, MAX_ACC>;   // [t][q]
     for (var co = 0u; co < COUT; co++) {
-        for (var ky = 0u; ky < KH; ky++) {
+        for (var ky = ky_lo; ky < ky_hi; ky++) {
             let oy = iy - i32(ky);
             let row_ok = oy >= 0 && oy < i32(OH);
             let row = i32((b * COUT + co) * OH * OW) + select(0, oy, row_ok) * i32(OW);

@@ -45,7 +45,7 @@ impl Conv2dBackwardInput {
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
         assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
-        let src = if share_weights { share_across_subgroup(&src) } else { src };
+        let src = if share_weights { skip_together(&share_across_subgroup(&src)) } else { src };
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]);
         let build = |name: &'static str, src: &str, dy_slot: Slot| {
             Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, dy_slot, Slot::Uniform, Slot::ReadWrite], &constants)
@@ -101,7 +101,7 @@ impl Conv2dBackwardInputPooled {
         let per = uniform_windows(gpu, 4 * s.cout * (s.oh() / 2) * (s.ow() / 2))?;
         let tiles = Tiles { co: co_tile_for(gpu, s.cin), quads: 1 };
         let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
-        let src = uniform_input(&pooled_argmax_input(&share_across_subgroup(&src)), "dy", 1, UNIFORM_SLACK_BYTES);
+        let src = uniform_input(&pooled_argmax_input(&skip_together(&share_across_subgroup(&src))), "dy", 1, UNIFORM_SLACK_BYTES);
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads), ("POOLED", 1)]);
         let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
         let kernel = Kernel::with_constants(gpu, "conv2d_backward_input.uniform_dy.pooled", &src, "main", &slots, &constants);
@@ -123,6 +123,18 @@ impl Conv2dBackwardInputPooled {
             .collect();
         Some(dispatches)
     }
+}
+
+/// Lanes that share weight loads loop over the union of their kernel rows (a shuffle must not
+/// read a lane that has left the loop).
+fn skip_together(src: &str) -> String {
+    let mut out = src.to_string();
+    for f in ["min", "max"] {
+        let from = format!("fn lanes_{f}(v: u32) -> u32 {{ return v; }}");
+        assert!(out.contains(&from), "shader lacks `{from}`");
+        out = out.replace(&from, &format!("fn lanes_{f}(v: u32) -> u32 {{ return subgroup{}(v); }}", if f == "min" { "Min" } else { "Max" }));
+    }
+    out
 }
 
 /// One dispatch over images b0 .. b0 + n of the batch: bindings params, dy (or the pooled grad),
