@@ -1,5 +1,6 @@
 // gemm_uniform_a: the GEMM of gemm.wgsl with its A operand read through a uniform binding.
-// C[i, j] (+)= sum_k A(i, k) * B(k, j), then + bias[j], ReLU, or the ReLU-backward mask.
+// C[i, j] (+)= sum_k A(i, k) * B(k, j), then + bias[j], ReLU, or the ReLU-backward mask
+// (override constants: see the epilogue below).
 //
 // Why: on llvmpipe a storage load costs ~5 ns per lane whatever its address, a uniform load
 // with the same address in every lane ~0.5 ns per float (examples/loadcost.rs). Here the 8
@@ -14,10 +15,17 @@
 struct Params {
     m: u32, n: u32, k: u32, ldc: u32,          // this dispatch: rows, cols, reduction length
     a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, // strides of A (in the window) and B
-    has_bias: u32, relu: u32, mask: u32, accumulate: u32,
     c_row0: u32, b_k0: u32,                     // first output row; first reduction index in B
     c_col0: u32, a_k0: u32,                     // first output column; first reduction index in A
 }
+
+// The epilogue, one pipeline per combination: llvmpipe runs both sides of an `if` with lanes
+// masked off, so a C or aux load behind a flag read at run time cost a (masked) gather per
+// element even when the flag was off (fc1's weight grad: 1.30 -> 0.86 ms without them).
+override HAS_BIAS: bool = false;
+override RELU: bool = false;
+override MASK: bool = false;       // zero where aux (same shape as C) is not positive
+override ACCUMULATE: bool = false; // add to C (windows over the reduction after the first)
 
 const A_VEC4S: u32 = 1u;  // the window's size in vec4s, written in when the pipeline is built
 
@@ -93,11 +101,8 @@ fn main(
     let c_row0 = p.c_row0;
     let c_col0 = p.c_col0;
     let ldc = p.ldc;
-    let accumulate = p.accumulate != 0u;
-    let relu = p.relu != 0u;
-    let mask = p.mask != 0u;
     var bias4 = vec4<f32>(0.0);
-    if (p.has_bias != 0u) {
+    if (HAS_BIAS) {
         for (var u = 0u; u < 4u; u++) {
             bias4[u] = bias[c_col0 + min(j0 + u, n - 1u)];
         }
@@ -110,9 +115,9 @@ fn main(
             let j = j0 + u;
             if (j >= n) { break; }
             var v = acc[t][u] + bias4[u];
-            if (accumulate) { v += c[row + j]; }
-            if (relu) { v = max(v, 0.0); }
-            if (mask && !(aux[row + j] > 0.0)) { v = 0.0; }
+            if (ACCUMULATE) { v += c[row + j]; }
+            if (RELU) { v = max(v, 0.0); }
+            if (MASK && !(aux[row + j] > 0.0)) { v = 0.0; }
             c[row + j] = v;
         }
     }

@@ -62,10 +62,6 @@ pub struct WindowParams {
     pub a_cs: u32,
     pub b_rs: u32,
     pub b_cs: u32,
-    pub has_bias: u32,
-    pub relu: u32,
-    pub mask: u32,
-    pub accumulate: u32,
     pub c_row0: u32,
     pub b_k0: u32,
     pub c_col0: u32,
@@ -83,10 +79,21 @@ pub enum Variant {
     UniformAB,
 }
 
+/// What the uniform-window kernel's epilogue does (override constants: one pipeline each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct WindowEpilogue {
+    bias: bool,
+    relu: bool,
+    mask: bool,
+    accumulate: bool,
+}
+
 pub struct Gemm {
     storage: Kernel,
-    uniform_a: Option<Kernel>,
-    uniform_ab: Option<Kernel>,
+    /// The uniform-window kernel's sources: A a uniform window, B from storage; both windows.
+    uniform_src: Option<[String; 2]>,
+    /// Its pipelines, by (B a window, epilogue), each built when a bind first needs it.
+    uniform_kernels: std::sync::Mutex<std::collections::HashMap<(bool, WindowEpilogue), Kernel>>,
     window_bytes: u64,
     default_variant: Variant,
     /// Rows of C per invocation of the storage kernel (TILE_M in gemm.wgsl).
@@ -126,25 +133,23 @@ impl Gemm {
         let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(UNIFORM_SLACK_BYTES) / 16 * 16;
         let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
         let src = if share_a { super::share_across_subgroup(&src) } else { src };
-        let uniform_a = (window_bytes >= 4096).then(|| {
-            Kernel::new(gpu, "gemm_uniform_a", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite])
-        });
-        let uniform_ab = (window_bytes >= 4096).then(|| {
-            let src = super::uniform_input(&src, "b", 2, window_bytes);
-            Kernel::new(gpu, "gemm_uniform_ab", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite])
+        let uniform_src = (window_bytes >= 4096).then(|| {
+            let ab = super::uniform_input(&src, "b", 2, window_bytes);
+            [src, ab]
         });
         let forced = std::env::var("GPU_LENET_GEMM").ok();
         if let Some(v) = forced.as_deref().filter(|v| !["storage", "uniform-a", "uniform-ab"].contains(v)) {
             eprintln!("warning: GPU_LENET_GEMM={v:?} ignored: expected storage, uniform-a or uniform-ab");
         }
-        let default_variant = match (forced.as_deref(), &uniform_a) {
+        let default_variant = match (forced.as_deref(), &uniform_src) {
             (Some("storage"), _) | (_, None) => Variant::Storage,
             (Some("uniform-a"), _) => Variant::UniformA,
             (Some("uniform-ab"), _) => Variant::UniformAB,
             _ if !super::uniform_inputs_pay(gpu) => Variant::Storage,
             _ => Variant::UniformAB,
         };
-        Gemm { storage, uniform_a, uniform_ab, window_bytes, default_variant, tile_rows }
+        let uniform_kernels = Default::default();
+        Gemm { storage, uniform_src, uniform_kernels, window_bytes, default_variant, tile_rows }
     }
 
     /// Binds one product for a layer with batch `m`, `n` outputs and `k` inputs, with the
@@ -244,7 +249,8 @@ impl Gemm {
         aux: &View,
         c: &View,
     ) -> Option<Vec<Dispatch>> {
-        let kernel = if uniform_b { self.uniform_ab.as_ref()? } else { self.uniform_a.as_ref()? };
+        let src = &self.uniform_src.as_ref()?[uniform_b as usize];
+        let mut kernels = self.uniform_kernels.lock().unwrap_or_else(|e| e.into_inner());
         let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
         let window = self.window_bytes as usize;
         let over_reduction = product == Product::WeightGrad;
@@ -346,10 +352,6 @@ impl Gemm {
                     a_cs: a_cs as u32,
                     b_rs: b_rs as u32,
                     b_cs: b_cs as u32,
-                    has_bias: (epi.bias && last) as u32,
-                    relu: (epi.relu && last) as u32,
-                    mask: (epi.mask && last) as u32,
-                    accumulate: accumulate as u32,
                     c_row0: c_row0 as u32,
                     b_k0: b_k0 as u32,
                     c_col0: c_col0 as u32,
@@ -366,6 +368,14 @@ impl Gemm {
                 } else {
                     b.resource()
                 };
+                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate };
+                let kernel = kernels.entry((uniform_b, we)).or_insert_with(|| {
+                    let (name, b_slot) = if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
+                    let slots = [Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite];
+                    let flag = |on: bool| on as u32 as f64;
+                    let constants = [("HAS_BIAS", flag(we.bias)), ("RELU", flag(we.relu)), ("MASK", flag(we.mask)), ("ACCUMULATE", flag(we.accumulate))];
+                    Kernel::with_constants(gpu, name, src, "main", &slots, &constants)
+                });
                 out.push(kernel.bind(
                     gpu,
                     &[params.as_entire_binding(), a_window, b_res, bias.resource(), aux.resource(), c.resource()],
