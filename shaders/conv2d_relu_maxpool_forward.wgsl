@@ -66,6 +66,43 @@ fn consider(b: Best, v: f32, i: u32) -> Best {
     return b;
 }
 
+// The 4 + KW - 1 inputs of row y that the invocation's 4 columns from ox0 see (past the row's
+// end only for conv outputs that are not pooled).
+fn input_row(b: u32, ci: u32, y: u32, ox0: u32) -> array<f32, MAX_SEG> {
+    let row = ((b * CIN + ci) * H + y) * W;
+    var seg: array<f32, MAX_SEG>;
+    for (var j = 0u; j < 4u + KW - 1u; j++) {
+        seg[j] = x_at(row + min(ox0 + j, W - 1u));
+    }
+    return seg;
+}
+
+// With SHARE > 1: kernel row ky's weights of channels co0 .. co0 + CO_TILE, element
+// e = t * KW + kx, lane l loading e = j * 8 + l (a constant trip count, so the loop unrolls and
+// the array stays in registers).
+fn shared_weights(co0: u32, ci: u32, ky: u32, lane: u32) -> array<f32, MAX_WL> {
+    var wl: array<f32, MAX_WL>;
+    for (var j = 0u; j < select(0u, (CO_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
+        let e = min(j * SHARE + lane, CO_TILE * KW - 1u);
+        wl[j] = weight(((min(co0 + e / KW, COUT - 1u) * CIN + ci) * KH + ky) * KW + e % KW);
+    }
+    return wl;
+}
+
+// Adds kernel row ky's terms, over the inputs `seg`, to conv row oy0 + r of every channel.
+fn add_terms(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, seg: array<f32, MAX_SEG>, wl: array<f32, MAX_WL>, co0: u32, ci: u32, ky: u32) {
+    for (var t = 0u; t < CO_TILE; t++) {
+        let co = min(co0 + t, COUT - 1u);
+        for (var kx = 0u; kx < KW; kx++) {
+            let xv = vec4<f32>(seg[kx], seg[kx + 1u], seg[kx + 2u], seg[kx + 3u]);
+            let e = t * KW + kx;
+            var wv: f32;
+            if (SHARE > 1u) { wv = share(wl[e / SHARE], e % SHARE); } else { wv = weight(((co * CIN + ci) * KH + ky) * KW + kx); }
+            (*acc)[2u * t + r] += wv * xv;
+        }
+    }
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn main(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -92,42 +129,21 @@ fn main(
         acc[2u * t] = bv;
         acc[2u * t + 1u] = bv;
     }
+    // Input row oy0 + iy feeds conv row oy0 with kernel row iy (iy < KH) and conv row oy0 + 1
+    // with kernel row iy - 1 (iy >= 1). The first and last input rows are peeled off the loop, so
+    // no multiply-add sits behind an `if`: llvmpipe runs a branch's body with lanes masked off,
+    // and a masked update of the accumulators costs a blend per multiply-add.
     for (var ci = 0u; ci < CIN; ci++) {
-        var wl_prev: array<f32, MAX_WL>;   // shared weights of kernel row iy - 1
-        for (var iy = 0u; iy <= KH; iy++) {
-            let row = ((b * CIN + ci) * H + oy0 + iy) * W;
-            var seg: array<f32, MAX_SEG>;
-            for (var j = 0u; j < 4u + KW - 1u; j++) {
-                // Past the row's end only for outputs that are not pooled.
-                seg[j] = x_at(row + min(ox0 + j, W - 1u));
-            }
-            // Shared: kernel row iy's weights, element e = t * KW + kx, lane l loading e = j * 8 + l.
-            var wl: array<f32, MAX_WL>;
-            // (A constant trip count, so the loop unrolls and wl stays in registers; the last
-            // input row reloads kernel row KH - 1 and does not use it.)
-            for (var j = 0u; j < select(0u, (CO_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
-                let e = min(j * SHARE + lane, CO_TILE * KW - 1u);
-                wl[j] = weight(((min(co0 + e / KW, COUT - 1u) * CIN + ci) * KH + min(iy, KH - 1u)) * KW + e % KW);
-            }
-            for (var t = 0u; t < CO_TILE; t++) {
-                let co = min(co0 + t, COUT - 1u);
-                for (var kx = 0u; kx < KW; kx++) {
-                    let xv = vec4<f32>(seg[kx], seg[kx + 1u], seg[kx + 2u], seg[kx + 3u]);
-                    let e = t * KW + kx;
-                    if (iy < KH) {   // conv row oy0 with kernel row iy
-                        var wv: f32;
-                        if (SHARE > 1u) { wv = share(wl[e / SHARE], e % SHARE); } else { wv = weight(((co * CIN + ci) * KH + iy) * KW + kx); }
-                        acc[2u * t] += wv * xv;
-                    }
-                    if (iy >= 1u) {  // conv row oy0 + 1 with kernel row iy - 1
-                        var wv: f32;
-                        if (SHARE > 1u) { wv = share(wl_prev[e / SHARE], e % SHARE); } else { wv = weight(((co * CIN + ci) * KH + iy - 1u) * KW + kx); }
-                        acc[2u * t + 1u] += wv * xv;
-                    }
-                }
-            }
+        var wl_prev = shared_weights(co0, ci, 0u, lane);
+        add_terms(&acc, 0u, input_row(b, ci, oy0, ox0), wl_prev, co0, ci, 0u);
+        for (var iy = 1u; iy < KH; iy++) {
+            let seg = input_row(b, ci, oy0 + iy, ox0);
+            let wl = shared_weights(co0, ci, iy, lane);
+            add_terms(&acc, 0u, seg, wl, co0, ci, iy);
+            add_terms(&acc, 1u, seg, wl_prev, co0, ci, iy - 1u);
             wl_prev = wl;
         }
+        add_terms(&acc, 1u, input_row(b, ci, oy0 + KH, ox0), wl_prev, co0, ci, KH - 1u);
     }
     for (var t = 0u; t < CO_TILE; t++) {
         let co = co0 + t;
