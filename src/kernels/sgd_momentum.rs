@@ -36,9 +36,12 @@ impl SgdMomentum {
         let (kernel, per) = if n % 4 == 0 { (&self.vec4, 4) } else { (&self.scalar, 1) };
         let elems = n / per;
         let params = gpu.uniform("sgd_momentum params", &Params { n: elems as u32, lr, momentum, _pad: 0 });
-        kernel.bind(gpu, &[params.as_entire_binding(), grad.resource(), weight.resource(), velocity.resource()], grid_1d(elems))
+        kernel.bind(gpu, &[params.as_entire_binding(), grad.resource(), weight.resource(), velocity.resource()], grid_1d(elems.div_ceil(PER)))
     }
 }
+
+/// Elems per invocation (PER in the shader).
+const PER: usize = 4;
 
 /// CPU reference, in place: v = momentum*v + g; w -= lr*v (in f32, as PyTorch computes it).
 pub fn reference(lr: f32, momentum: f32, grad: &[f32], weight: &mut [f32], velocity: &mut [f32]) {
