@@ -116,12 +116,24 @@ fn partials(
                     // This round's sums, local to it: added to the carried accumulators once.
                     var sums: array<f32, KW_N>;
                     var gsum = 0.0;
-                    for (var u = 0u; u < RUN; u++) {
+                    if (POOLED) {
+                        // Pixels ox0 + 2h and ox0 + 2h + 1 share a pool window, so at most one of
+                        // them has a grad: one multiply-add per tap and pair, with the x of the
+                        // pixel that is the argmax (a blend), instead of one per pixel.
+                        for (var h = 0u; h < RUN / 2u; h++) {
+                            let arg = subgroupShuffle(ia, h);
+                            let left = oy * OW + ox0 + 2u * h;
+                            let right = arg == left + 1u;
+                            let g = select(0.0, subgroupShuffle(da, h), arg == left || right);
+                            gsum += g;
+                            for (var kx = 0u; kx < KW; kx++) {
+                                sums[kx] += g * select(xs[2u * h + kx], xs[2u * h + 1u + kx], right);
+                            }
+                        }
+                    }
+                    for (var u = 0u; u < select(RUN, 0u, POOLED); u++) {
                         var g: f32;
-                        if (POOLED) {
-                            let here = subgroupShuffle(ia, u / 2u) == oy * OW + ox0 + u;
-                            g = select(0.0, subgroupShuffle(da, u / 2u), here);
-                        } else if (u < 8u) {
+                        if (u < 8u) {
                             g = subgroupShuffle(da, u);
                         } else {
                             g = subgroupShuffle(dbv, u - 8u);
