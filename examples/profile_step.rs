@@ -16,14 +16,11 @@ fn main() {
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);
     let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
+    // Every dispatch of a step, with its stage's name.
+    let dispatches: Vec<_> = s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))).collect();
     // PROFILE_STEPS=n: wall and CPU time (all threads) per step over n steps, 16 per submit.
     if let Ok(n) = std::env::var("PROFILE_STEPS") {
         let n: usize = n.parse().unwrap();
-        let cpu = || {
-            let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-            let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0 // ms at 100 ticks/s
-        };
         let run = |steps: usize| {
             for chunk in (0..steps).collect::<Vec<_>>().chunks(16) {
                 let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -66,13 +63,8 @@ fn main() {
     // a core idle, since lavapipe starts the next dispatch only when every thread has finished.
     if std::env::var("PROFILE_BALANCE").is_ok() {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-        let cpu = || {
-            let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-            let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
-        };
         let (mut wall_sum, mut cpu_sum) = (0.0, 0.0);
-        for (stage, d) in s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))) {
+        for &(stage, d) in &dispatches {
             let t = Instant::now();
             gpu_lenet::kernels::run_all(&gpu, &[d; 20]);
             gpu.wait_idle().unwrap();
@@ -90,7 +82,7 @@ fn main() {
         println!("sum: {wall_sum:.2} ms wall, {cpu_sum:.2} ms CPU, {:.0}% busy", 100.0 * cpu_sum / (cores * wall_sum));
         return;
     }
-    for (stage, d) in s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))) {
+    for (stage, d) in dispatches {
         d.run(&gpu);
         gpu.wait_idle().unwrap();
         let reps = 5;
@@ -101,4 +93,11 @@ fn main() {
         }
         println!("{stage:24} {:40} {:?} {:8.3} ms", d.name, d.workgroups, t.elapsed().as_secs_f64() * 1e3 / reps as f64);
     }
+}
+
+/// CPU time of this process so far, all threads, in ms (the kernel's clock ticks 100 times a second).
+fn cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
 }

@@ -1,8 +1,8 @@
 // sgd_momentum: PyTorch's SGD with momentum over the whole parameter arena in one dispatch:
 // v = momentum * v + g; w = w - lr * v (no dampening, no Nesterov, no weight decay).
 // Padding words between tensors in the arena hold zeros and stay zero.
-// An invocation updates PER `elem`s, each a vec4 of parameters where the arena's length is a multiple
-// of 4, as it is on every adapter (tensors start at a multiple of the binding alignment); on
+// An invocation updates PER `elem`s, each a vec4 of parameters where the arena's length is a
+// multiple of 4, as it is on every adapter (tensors start at a multiple of the binding alignment); on
 // llvmpipe a load or store costs about the same per lane whatever its width, so vec4 does a
 // quarter of them (bench-kernels, same build: 0.81-0.90 ms against 0.93-1.14 ms a step), and 4
 // elems an invocation read the params once for 4 (0.91 -> 0.86 ms, median of 6). The
@@ -17,9 +17,9 @@ struct Params { n: u32, lr: f32, momentum: f32, _p0: u32 }
 @group(0) @binding(2) var<storage, read_write> weight: array<elem>;
 @group(0) @binding(3) var<storage, read_write> velocity: array<elem>;
 
-// Elems an invocation updates: the params are read once for PER of them (llvmpipe gathers a
-// uniform load lane by lane even at a constant address).
-const PER: u32 = 4u;
+// Elems an invocation updates, written in by the Rust side: the params are read once for PER of
+// them (llvmpipe gathers a uniform load lane by lane even at a constant address).
+const PER: u32 = 1u;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

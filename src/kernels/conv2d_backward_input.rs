@@ -128,13 +128,14 @@ impl Conv2dBackwardInputPooled {
 /// Lanes that share weight loads loop over the union of their kernel rows (a shuffle must not
 /// read a lane that has left the loop).
 fn skip_together(src: &str) -> String {
-    let mut out = src.to_string();
-    for f in ["min", "max"] {
-        let from = format!("fn lanes_{f}(v: u32) -> u32 {{ return v; }}");
-        assert!(out.contains(&from), "shader lacks `{from}`");
-        out = out.replace(&from, &format!("fn lanes_{f}(v: u32) -> u32 {{ return subgroup{}(v); }}", if f == "min" { "Min" } else { "Max" }));
-    }
-    out
+    let swaps = [
+        ("fn lanes_min(v: u32) -> u32 { return v; }", "fn lanes_min(v: u32) -> u32 { return subgroupMin(v); }"),
+        ("fn lanes_max(v: u32) -> u32 { return v; }", "fn lanes_max(v: u32) -> u32 { return subgroupMax(v); }"),
+    ];
+    swaps.iter().fold(src.to_string(), |out, (from, to)| {
+        assert!(out.contains(from), "shader lacks `{from}`");
+        out.replace(from, to)
+    })
 }
 
 /// One dispatch over images b0 .. b0 + n of the batch: bindings params, dy (or the pooled grad),

@@ -1,6 +1,6 @@
 //! sgd_momentum: one dispatch updates every parameter of the arena.
 
-use super::{grid_1d, Dispatch, Kernel, Slot, View};
+use super::{grid_1d, with_const, Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -21,12 +21,12 @@ pub struct SgdMomentum {
 
 impl SgdMomentum {
     pub fn new(gpu: &Gpu) -> Self {
-        let src = include_str!("../../shaders/sgd_momentum.wgsl");
+        let src = with_const(include_str!("../../shaders/sgd_momentum.wgsl"), "PER", PER);
         let slots = [Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
         assert!(src.contains("alias elem = vec4<f32>;"), "sgd_momentum.wgsl lacks its elem alias");
         let scalar_src = src.replace("alias elem = vec4<f32>;", "alias elem = f32;");
         SgdMomentum {
-            vec4: Kernel::new(gpu, "sgd_momentum", src, "main", &slots),
+            vec4: Kernel::new(gpu, "sgd_momentum", &src, "main", &slots),
             scalar: Kernel::new(gpu, "sgd_momentum.scalar", &scalar_src, "main", &slots),
         }
     }
@@ -40,7 +40,8 @@ impl SgdMomentum {
     }
 }
 
-/// Elems per invocation (PER in the shader).
+/// Elems (vec4s or scalars) per invocation, PER in the shader: 4 read the params once for 4
+/// (0.91 -> 0.86 ms a step on lavapipe; 16 measured no better).
 const PER: usize = 4;
 
 /// CPU reference, in place: v = momentum*v + g; w -= lr*v (in f32, as PyTorch computes it).
