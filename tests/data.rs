@@ -198,6 +198,8 @@ fn prepare_batch_matches_reference_for_cifar_shapes_and_several_buffers() {
     check_prepare(&ds, &ds.train, 16, 1 << 30); // one buffer, partial last batch of 5
     check_prepare(&ds, &ds.train, 1, 10 * 3072); // four buffers of 10 images, batch 1
     check_prepare(&ds, &ds.train, 13, 12 * 3072); // four buffers, batches straddle them
+    check_prepare(&ds, &ds.train, 16, 20 * 3072); // two buffers (CIFAR-10 at a 128 MiB binding limit)
+    check_prepare(&ds, &ds.train, 7, 15 * 3072); // three buffers
 }
 
 #[test]

@@ -80,6 +80,7 @@ impl GpuSplit {
 pub struct PrepareBatch {
     kernel: Kernel,
     channels: usize,
+    chunks: usize,
 }
 
 impl PrepareBatch {
@@ -100,16 +101,17 @@ impl PrepareBatch {
                 ("PAD", split.pad as f64),
                 ("DST", IMAGE as f64),
                 ("PER_CHUNK", split.per_chunk as f64),
+                ("CHUNKS", split.chunks.len() as f64),
             ],
         );
-        PrepareBatch { kernel, channels: split.channels }
+        PrepareBatch { kernel, channels: split.channels, chunks: split.chunks.len() }
     }
 
     /// Gathers `batch` samples starting at the step table's `start` in `perm` into `x`
     /// ([batch, C, 32, 32], normalised) and `labels`. `split` must have the layout the pipeline
     /// was built for.
     pub fn bind(&self, gpu: &Gpu, split: &GpuSplit, perm: &View, steps: &StepTable, batch: usize, x: &View, labels: &View) -> Dispatch {
-        assert_eq!(split.channels, self.channels, "prepare_batch built for another layout");
+        assert_eq!((split.channels, split.chunks.len()), (self.channels, self.chunks), "prepare_batch built for another layout");
         let total = batch * split.channels * IMAGE * IMAGE;
         let params = gpu.uniform("prepare_batch params", &Params { total: total as u32, _pad: [0; 3] });
         let chunk_views: Vec<View> = (0..MAX_CHUNKS).map(|c| View::whole(&split.chunks[c.min(split.chunks.len() - 1)])).collect();
