@@ -132,11 +132,18 @@ fn main(
     // Input row oy0 + iy feeds conv row oy0 with kernel row iy (iy < KH) and conv row oy0 + 1
     // with kernel row iy - 1 (iy >= 1). The first and last input rows are peeled off the loop, so
     // no multiply-add sits behind an `if`: llvmpipe runs a branch's body with lanes masked off,
-    // and a masked update of the accumulators costs a blend per multiply-add.
+    // and a masked update of the accumulators costs a blend per multiply-add. The loop over rows
+    // is written out when the pipeline is built (`kernels::unroll`): inside a loop llvmpipe
+    // writes every carried variable under the loop's lane mask (a blend, and a stack slot for
+    // the accumulators), and Mesa leaves loops this big rolled. (Writing out the channel loop
+    // too measured 10% faster for conv1 but tripled its LLVM compile time, 3.7 -> 7.5 s to the
+    // first step with a cold cache: llvmpipe compiles a compute shader as a coroutine, whose
+    // frame building grows faster than the code.)
     for (var ci = 0u; ci < CIN; ci++) {
         var wl_prev = shared_weights(co0, ci, 0u, lane);
         add_terms(&acc, 0u, input_row(b, ci, oy0, ox0), wl_prev, co0, ci, 0u);
-        for (var iy = 1u; iy < KH; iy++) {
+        for (var k = 0u; k < KH - 1u; k++) { // unroll
+            let iy = k + 1u;
             let seg = input_row(b, ci, oy0 + iy, ox0);
             let wl = shared_weights(co0, ci, iy, lane);
             add_terms(&acc, 0u, seg, wl, co0, ci, iy);
