@@ -55,7 +55,7 @@ fn subgroup_source(s: ConvShape, run: usize) -> String {
     let co_tile = Conv2dBackwardWeight::co_tile(s, true);
     let sizes = [("CO_N", co_tile), ("KW_N", s.kw), ("SEG_N", run + s.kw - 1)];
     let src = sizes.iter().fold(src.to_string(), |src, &(name, n)| with_const(&src, name, n));
-    unroll(&src, "t", "CO_TILE", co_tile)
+    unroll(&unroll(&src, "t", "CO_TILE", co_tile), "r", "ROUNDS", s.ow().div_ceil(run))
 }
 
 /// A weight-gradient pipeline pair specialised to one layer's shape (any batch size).
