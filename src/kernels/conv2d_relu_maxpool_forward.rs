@@ -8,6 +8,10 @@ use super::maxpool2d_forward::{self, PoolShape};
 use super::{window_dispatches, share_across_subgroup, unroll, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
 use crate::gpu::Gpu;
 
+/// The most output channels per invocation `new` chooses (and the widest tile whose row loop is
+/// written out).
+const MAX_DEFAULT_CO_TILE: usize = 4;
+
 /// A fused conv + ReLU + max-pool pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dReluMaxpoolForward {
     kernel: Kernel,
@@ -23,7 +27,7 @@ impl Conv2dReluMaxpoolForward {
     /// conv1's 6 (two conv rows of 3 channels keep 6 vec4 accumulators, what llvmpipe keeps in
     /// registers; see `conv2d_forward::Tiles`).
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
-        Self::with_options(gpu, s, s.cout.div_ceil(s.cout.div_ceil(4)), subgroup_sharing(gpu, 64))
+        Self::with_options(gpu, s, s.cout.div_ceil(s.cout.div_ceil(MAX_DEFAULT_CO_TILE)), subgroup_sharing(gpu, 64))
     }
 
     /// With an explicit number of output channels per invocation (at most 8) and the choice of
@@ -36,9 +40,9 @@ impl Conv2dReluMaxpoolForward {
         let src = include_str!("../../shaders/conv2d_relu_maxpool_forward.wgsl");
         let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
         let src = if share_weights { share_across_subgroup(&src) } else { src };
-        // The row loop written out where llvmpipe's tiling runs (shared weight loads, at most 4
-        // channels): 10% faster for conv2 there; wider tiles compile minutes long unrolled.
-        let src = if share_weights && co_tile <= 4 { unroll(&src, "k", "KH - 1u", s.kh - 1) } else { src };
+        // The row loop written out where llvmpipe's tiling runs (shared weight loads, the default
+        // tiles): 10% faster for conv2 there; wider tiles compile minutes long unrolled.
+        let src = if share_weights && co_tile <= MAX_DEFAULT_CO_TILE { unroll(&src, "k", "KH - 1u", s.kh - 1) } else { src };
         let constants = s.constants(&[("CO_TILE", co_tile)]);
         let build = |name: &'static str, src: &str, x_slot: Slot| {
             Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::ReadWrite], &constants)
