@@ -6,17 +6,23 @@
 // with the same address in every lane ~0.5 ns per float (examples/loadcost.rs). Here the 8
 // lanes of a workgroup share their 8 rows of A, so A comes from a uniform buffer and only B
 // is read from storage: per k, 4 storage loads feed 32 multiply-adds (gemm.wgsl: 8 for 16).
-// A uniform binding holds at most 64 KiB, so the Rust side splits A into windows, one dispatch
-// each: over output rows (forward, input grad) or over the reduction (weight grad, where
-// later windows accumulate into C in a fixed order, keeping results reproducible). Where B is
+// A uniform binding holds at most 64 KiB, so the Rust side splits A into windows: over output
+// rows (forward, input grad; one dispatch each) or over the reduction (weight grad). Where B is
 // a uniform window too but does not fit one (fc1's weights), B is split as well: over output
-// columns (forward) or over the reduction (input grad, accumulating like the weight grad).
+// columns (forward, one dispatch each) or over the reduction (input grad). Windows over the
+// reduction share a dispatch, up to 4 of them, each with its own bindings (`// window` below):
+// a C load and store per element cost fc1's gradients more than their multiply-adds (measured:
+// 0.45 ms of ~1.3 each). Past 4 windows, later dispatches accumulate into C in a fixed order,
+// keeping results reproducible.
 
 struct Params {
     m: u32, n: u32, k: u32, ldc: u32,          // this dispatch: rows, cols, reduction length
     a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, // strides of A (in the window) and B
     c_row0: u32, b_k0: u32,                     // first output row; first reduction index in B
     c_col0: u32, a_k0: u32,                     // first output column; first reduction index in A
+    // Up to 3 windows after the first when one dispatch covers several over the reduction (see
+    // `// window` below): (k, a_k0, b_k0, unused) each.
+    more: array<vec4<u32>, 3>,
 }
 
 // The epilogue, one pipeline per combination: llvmpipe runs both sides of an `if` with lanes
@@ -71,12 +77,18 @@ fn main(
     }
     // The params the loop needs, read once: llvmpipe does not hoist uniform loads out of a loop,
     // and each costs a gather across the lanes (measured: hoisting made fc1's products ~2x faster).
-    let k = p.k;
     let b_rs = p.b_rs;
     let a_cs = p.a_cs;
+    var acc: array<vec4<f32>, 8>;
+    // One window of the reduction. Where one dispatch covers several windows over the reduction
+    // (fc1's gradients: W or x spans several 64 KiB windows), the Rust side (`more_windows`)
+    // repeats this block once per extra window, reading that window's bindings and its entry
+    // of `p.more`, so the sum never makes a round trip through C between windows.
+    // window {
+    {
+    let k = p.k;
     var bk = p.b_k0 * b_rs;
     var ak = p.a_k0 * a_cs;
-    var acc: array<vec4<f32>, 8>;
     for (var k0 = 0u; k0 < k; k0 += SHARE) {
         // This lane's A values at k0 + lane for the 8 rows (zero past the end).
         let ka = min(k0 + lane, k - 1u);
@@ -94,6 +106,8 @@ fn main(
         }
         ak += SHARE * a_cs;
     }
+    }
+    // } window
     // The epilogue's params read once and the bias once per column (each uniform read in the
     // unrolled loop below was a gather of its own on llvmpipe, each bias read a storage load).
     let m = p.m;

@@ -50,7 +50,8 @@ pub fn dims(product: Product, m: usize, n: usize, k: usize) -> (usize, usize, us
     }
 }
 
-/// Params of the uniform-A variant (gemm_uniform_a.wgsl): one A window per dispatch.
+/// Params of the uniform-A variant (gemm_uniform_a.wgsl): a dispatch's first window over the
+/// reduction (k, a_k0, b_k0) and the others in `more`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct WindowParams {
@@ -66,7 +67,13 @@ pub struct WindowParams {
     pub b_k0: u32,
     pub c_col0: u32,
     pub a_k0: u32,
+    /// The windows after the first that this dispatch also sums over: (k, a_k0, b_k0, 0) each.
+    pub more: [[u32; 4]; MAX_WINDOWS - 1],
 }
+
+/// The most windows over the reduction one dispatch of the uniform-window kernel sums (its source
+/// repeats the reduction loop for each; `Params.more` in gemm_uniform_a.wgsl has room for 3).
+pub const MAX_WINDOWS: usize = 4;
 
 /// Which GEMM kernel to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,9 +99,13 @@ pub struct Gemm {
     storage: Kernel,
     /// The uniform-window kernel's sources: A a uniform window, B from storage; both windows.
     uniform_src: Option<[String; 2]>,
-    /// Its pipelines, by (B a window, epilogue), each built when a bind first needs it.
-    uniform_kernels: std::sync::Mutex<std::collections::HashMap<(bool, WindowEpilogue), Kernel>>,
+    /// Its pipelines, by (B a window, windows over the reduction, epilogue), each built when a
+    /// bind first needs it.
+    uniform_kernels: std::sync::Mutex<std::collections::HashMap<(bool, usize, WindowEpilogue), Kernel>>,
     window_bytes: u64,
+    /// Windows over the reduction one dispatch may sum: MAX_WINDOWS where the adapter allows
+    /// that many uniform bindings (`GPU_LENET_GEMM_WINDOWS`, 1-4, sets it, for measuring).
+    max_windows: usize,
     default_variant: Variant,
     /// Rows of C per invocation of the storage kernel (TILE_M in gemm.wgsl).
     tile_rows: usize,
@@ -149,7 +160,18 @@ impl Gemm {
             _ => Variant::UniformAB,
         };
         let uniform_kernels = Default::default();
-        Gemm { storage, uniform_src, uniform_kernels, window_bytes, default_variant, tile_rows }
+        // params, A and B, then A and B again for each further window
+        let bindable = (gpu.limits.max_uniform_buffers_per_shader_stage as usize).saturating_sub(3) / 2 + 1;
+        let max_windows = super::env_knob("GPU_LENET_GEMM_WINDOWS", |w| (1..=MAX_WINDOWS).contains(&w)).unwrap_or(MAX_WINDOWS).min(bindable).max(1);
+        Gemm { storage, uniform_src, uniform_kernels, window_bytes, max_windows, default_variant, tile_rows }
+    }
+
+    /// This GEMM with at most `windows` (1 to MAX_WINDOWS) windows over the reduction summed in
+    /// one dispatch (tests check that the split sums and the accumulating dispatches agree).
+    pub fn with_max_windows(mut self, windows: usize) -> Self {
+        assert!((1..=MAX_WINDOWS).contains(&windows), "1 to {MAX_WINDOWS} windows a dispatch");
+        self.max_windows = windows.min(self.max_windows);
+        self
     }
 
     /// Binds one product for a layer with batch `m`, `n` outputs and `k` inputs, with the
@@ -319,73 +341,154 @@ impl Gemm {
             Split::Reduction => (0..red).step_by(b_per).map(|k| (k, b_per.min(red - k))).collect(),
             _ => vec![(0, 0)],
         };
-        let mut out = Vec::new();
+        // The output blocks, each with its windows over the reduction in order.
+        let mut jobs: Vec<Job> = Vec::new();
         let mut start = 0;
         while start < total {
             let len = per.min(total - start);
-            for (i, &(b0, b_len)) in b_windows.iter().enumerate() {
-                let (mut m, mut n, mut k, mut c_row0, mut c_col0, mut a_k0, mut b_k0) = (len, cols, red, start, 0, 0, 0);
-                let mut b_offset = b.offset;
-                let mut accumulate = false;
-                let mut last = true;
-                if over_reduction {
-                    (m, k, c_row0, b_k0) = (rows, len, 0, start);
-                    accumulate = start > 0;
-                    last = start + len == total;
+            let a_offset = a.offset + (start * row_bytes) as u64;
+            if over_reduction {
+                // The weight grad: A's windows run over the reduction (B's rows follow them).
+                let (b_k0, b_offset) = if split == Split::FollowA { (0, b.offset + (start * b_unit) as u64) } else { (start, b.offset) };
+                let win = Window { k: len, a_k0: 0, b_k0, a_offset, b_offset };
+                match jobs.first_mut() {
+                    Some(job) => job.windows.push(win),
+                    None => jobs.push(Job { m: rows, n: cols, c_row0: 0, c_col0: 0, windows: vec![win] }),
                 }
-                match split {
-                    Split::FollowA => (b_k0, b_offset) = (0, b.offset + (start * b_unit) as u64),
-                    Split::Columns => (n, c_col0, b_offset) = (b_len, b0, b.offset + (b0 * b_unit) as u64),
-                    Split::Reduction => {
-                        (k, a_k0, b_offset) = (b_len, b0, b.offset + (b0 * b_unit) as u64);
-                        accumulate = i > 0;
-                        last = i + 1 == b_windows.len();
+            } else {
+                for &(b0, b_len) in &b_windows {
+                    let b_offset = b.offset + (b0 * b_unit) as u64;
+                    match split {
+                        Split::Columns => {
+                            let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset };
+                            jobs.push(Job { m: len, n: b_len, c_row0: start, c_col0: b0, windows: vec![win] });
+                        }
+                        Split::Reduction => {
+                            let win = Window { k: b_len, a_k0: b0, b_k0: 0, a_offset, b_offset };
+                            match jobs.last_mut() {
+                                Some(job) if b0 > 0 => job.windows.push(win),
+                                _ => jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win] }),
+                            }
+                        }
+                        _ => {
+                            let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset: b.offset };
+                            jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win] });
+                        }
                     }
-                    Split::Storage | Split::Whole => {}
+                }
+            }
+            start += len;
+        }
+        let window_bytes = self.window_bytes;
+        fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size) })
+        }
+        let mut out = Vec::new();
+        for job in &jobs {
+            // Up to max_windows windows a dispatch; later dispatches add to C in order, and the
+            // last applies the epilogue.
+            let chunks: Vec<&[Window]> = job.windows.chunks(self.max_windows).collect();
+            for (ci, wins) in chunks.iter().enumerate() {
+                let (accumulate, last) = (ci > 0, ci + 1 == chunks.len());
+                let mut more = [[0u32; 4]; MAX_WINDOWS - 1];
+                for (slot, w) in more.iter_mut().zip(&wins[1..]) {
+                    *slot = [w.k as u32, w.a_k0 as u32, w.b_k0 as u32, 0];
                 }
                 let p = WindowParams {
-                    m: m as u32,
-                    n: n as u32,
-                    k: k as u32,
+                    m: job.m as u32,
+                    n: job.n as u32,
+                    k: wins[0].k as u32,
                     ldc: cols as u32,
                     a_rs: a_rs as u32,
                     a_cs: a_cs as u32,
                     b_rs: b_rs as u32,
                     b_cs: b_cs as u32,
-                    c_row0: c_row0 as u32,
-                    b_k0: b_k0 as u32,
-                    c_col0: c_col0 as u32,
-                    a_k0: a_k0 as u32,
+                    c_row0: job.c_row0 as u32,
+                    b_k0: wins[0].b_k0 as u32,
+                    c_col0: job.c_col0 as u32,
+                    a_k0: wins[0].a_k0 as u32,
+                    more,
                 };
                 let params = gpu.uniform("gemm_uniform_a params", &p);
-                let a_window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &a.buffer,
-                    offset: a.offset + (start * row_bytes) as u64,
-                    size: wgpu::BufferSize::new(self.window_bytes),
-                });
-                let b_res = if uniform_b {
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &b.buffer, offset: b_offset, size: wgpu::BufferSize::new(self.window_bytes) })
-                } else {
-                    b.resource()
-                };
+                let b_res = |w: &Window| if uniform_b { binding(&b.buffer, w.b_offset, window_bytes) } else { b.resource() };
+                let mut resources = vec![params.as_entire_binding(), binding(&a.buffer, wins[0].a_offset, window_bytes), b_res(&wins[0]), bias.resource(), aux.resource(), c.resource()];
+                for w in &wins[1..] {
+                    resources.push(binding(&a.buffer, w.a_offset, window_bytes));
+                    if uniform_b {
+                        resources.push(binding(&b.buffer, w.b_offset, window_bytes));
+                    }
+                }
                 let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate };
-                let kernel = kernels.entry((uniform_b, we)).or_insert_with(|| {
+                let kernel = kernels.entry((uniform_b, wins.len(), we)).or_insert_with(|| {
                     let (name, b_slot) = if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
-                    let slots = [Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite];
+                    let mut slots = vec![Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite];
+                    for _ in 1..wins.len() {
+                        slots.push(Slot::Uniform);
+                        if uniform_b {
+                            slots.push(Slot::Uniform);
+                        }
+                    }
                     let flag = |on: bool| on as u32 as f64;
                     let constants = [("HAS_BIAS", flag(we.bias)), ("RELU", flag(we.relu)), ("MASK", flag(we.mask)), ("ACCUMULATE", flag(we.accumulate))];
-                    Kernel::with_constants(gpu, name, src, "main", &slots, &constants)
+                    Kernel::with_constants(gpu, name, &more_windows(src, wins.len(), uniform_b), "main", &slots, &constants)
                 });
-                out.push(kernel.bind(
-                    gpu,
-                    &[params.as_entire_binding(), a_window, b_res, bias.resource(), aux.resource(), c.resource()],
-                    [n.div_ceil(4).div_ceil(8) as u32, m.div_ceil(8) as u32, 1],
-                ));
+                out.push(kernel.bind(gpu, &resources, [job.n.div_ceil(4).div_ceil(8) as u32, job.m.div_ceil(8) as u32, 1]));
             }
-            start += len;
         }
         Some(out)
     }
+}
+
+/// One window over the reduction: its length, first reduction index in A's and in B's window,
+/// and where A's and B's windows start.
+struct Window {
+    k: usize,
+    a_k0: usize,
+    b_k0: usize,
+    a_offset: u64,
+    b_offset: u64,
+}
+
+/// One block of the output (m x n from row c_row0, column c_col0) and its windows over the reduction.
+struct Job {
+    m: usize,
+    n: usize,
+    c_row0: usize,
+    c_col0: usize,
+    windows: Vec<Window>,
+}
+
+/// gemm_uniform_a.wgsl for a dispatch that sums over `windows` windows of the reduction: the
+/// block between `// window {` and `// } window` repeated for each window after the first, reading
+/// its own A window (and B window where B is uniform) at the next bindings after C, and its
+/// entry of `p.more`.
+pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
+    assert!((1..=MAX_WINDOWS).contains(&windows), "1 to {MAX_WINDOWS} windows a dispatch");
+    let (open, close) = ("    // window {\n", "    // } window\n");
+    let (Some(start), Some(end)) = (source.find(open), source.find(close)) else {
+        panic!("shader lacks the `// window` block");
+    };
+    let block = &source[start + open.len()..end];
+    let a_access = "fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }";
+    assert!(source.contains(a_access), "shader lacks `{a_access}`");
+    let mut decls = String::new();
+    let mut copies = String::new();
+    let mut binding = 6;
+    for w in 1..windows {
+        let e = w - 1;
+        decls += &format!("\n@group(0) @binding({binding}) var<uniform> a{w}: array<vec4<f32>, A_VEC4S>;\nfn a{w}_at(i: u32) -> f32 {{ return a{w}[i >> 2u][i & 3u]; }}");
+        binding += 1;
+        let mut copy = block.replace("p.k;", &format!("p.more[{e}].x;")).replace("p.a_k0", &format!("p.more[{e}].y")).replace("p.b_k0", &format!("p.more[{e}].z")).replace("a_at(", &format!("a{w}_at("));
+        if uniform_b {
+            decls += &format!("\n@group(0) @binding({binding}) var<uniform> b{w}: array<vec4<f32>, A_VEC4S>;\nfn b{w}_at(i: u32) -> f32 {{ return b{w}[i >> 2u][i & 3u]; }}");
+            binding += 1;
+            copy = copy.replace("b_at(", &format!("b{w}_at("));
+        }
+        copies += &copy;
+    }
+    let mut out = source.to_string();
+    out.insert_str(end, &copies);
+    out.replace(a_access, &format!("{a_access}{decls}"))
 }
 
 fn lcm(a: usize, b: usize) -> usize {
