@@ -32,6 +32,10 @@ override HAS_BIAS: bool = false;
 override RELU: bool = false;
 override MASK: bool = false;       // zero where aux (same shape as C) is not positive
 override ACCUMULATE: bool = false; // add to C (windows over the reduction after the first)
+// The weight grad's epilogue also writes the layer's bias grad, db[i] = sum over k of A(i, k)
+// (A = dyᵀ), from the A values the multiply-adds already hold: one dispatch fewer per layer, and
+// a lone bias-grad dispatch cost ~50-100 µs on llvmpipe for a few hundred adds.
+override BIAS_GRAD: bool = false;
 
 const A_VEC4S: u32 = 1u;  // the window's size in vec4s, written in when the pipeline is built
 
@@ -45,6 +49,7 @@ fn b_at(i: u32) -> f32 { return b[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> db: array<f32>;   // BIAS_GRAD only
 
 fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
 
@@ -80,6 +85,7 @@ fn main(
     let b_rs = p.b_rs;
     let a_cs = p.a_cs;
     var acc: array<vec4<f32>, 8>;
+    var a_sum: array<f32, 8>;   // BIAS_GRAD: row sums of A, in the order the products are summed
     // One window of the reduction. Where one dispatch covers several windows over the reduction
     // (fc1's gradients: W or x spans several 64 KiB windows), the Rust side (`more_windows`)
     // repeats this block once per extra window, reading that window's bindings and its entry
@@ -100,7 +106,9 @@ fn main(
             let live = k0 + u < k;
             let bv = select(vec4<f32>(0.0), vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w)), live);
             for (var t = 0u; t < 8u; t++) {
-                acc[t] += share(av[t], u) * bv;
+                let at = share(av[t], u);
+                acc[t] += at * bv;
+                if (BIAS_GRAD) { a_sum[t] += at; }
             }
             if (live) { bk += b_rs; }
         }
@@ -119,6 +127,16 @@ fn main(
     if (HAS_BIAS) {
         for (var u = 0u; u < 4u; u++) {
             bias4[u] = bias[c_col0 + min(j0 + u, n - 1u)];
+        }
+    }
+    // The bias grad of these 8 rows, once: by the lane holding the first columns.
+    if (BIAS_GRAD && j0 == 0u) {
+        for (var t = 0u; t < 8u; t++) {
+            let i = c_row0 + i0 + t;
+            if (i0 + t >= m) { break; }
+            var v = a_sum[t];
+            if (ACCUMULATE) { v += db[i]; }
+            db[i] = v;
         }
     }
     for (var t = 0u; t < 8u; t++) {

@@ -478,6 +478,46 @@ fn gemm_matches_reference_for_all_three_products_and_both_variants() {
 }
 
 #[test]
+fn gemm_weight_grad_with_its_bias_grad_matches_both_references() {
+    let g = gpu();
+    let mut kernels = vec![(Gemm::new(g), "default")];
+    if subgroup_sharing(g, 8) {
+        kernels.push((Gemm::with_sharing(g, false), "unshared"));
+    }
+    kernels.push((Gemm::new(g).with_max_windows(1), "1 window a dispatch"));
+    kernels.push((Gemm::with_options(g, false, 4).with_max_windows(3), "3 windows a dispatch"));
+    let mut shapes = gemm_shapes();
+    shapes.push((1100, 120, 400)); // dy and x over many windows of the reduction
+    for (m, n, kk) in shapes {
+        for seed in SEEDS {
+            let mut r = Rng(seed * 31 + m as u64);
+            let x = r.vec(m * kk, -1.0, 1.0);
+            let dy = r.vec(m * n, -1.0, 1.0);
+            let want_dw = gemm::reference(Product::WeightGrad, (m, n, kk), Epilogue::default(), &dy, &x, &[], &[]);
+            let want_db = bias_grad::reference(m, n, &dy);
+            for ((k, kname), variant) in kernels.iter().flat_map(|k| [Variant::Storage, Variant::UniformA, Variant::UniformAB].map(|v| (k, v))) {
+                let pad = |v: &Vec<f32>| {
+                    let mut p = v.clone();
+                    p.resize(v.len() + (UNIFORM_SLACK_BYTES / 4) as usize, 0.0);
+                    p
+                };
+                // db starts non-zero: the kernel must write it, not add to it.
+                let (dyb, xb, dwb, dbb) = (upload(&pad(&dy)), upload(&pad(&x)), out(n * kk), upload(&vec![7.0f32; n]));
+                let what = format!("gemm {kname} {variant:?} weight grad + bias grad m={m} n={n} k={kk} seed={seed}");
+                let Some(ds) = k.bind_weight_grad_and_bias(g, variant, (m, n, kk), &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb)) else {
+                    // Only the storage GEMM has no fused kernel (and adapters without uniform windows).
+                    assert!(variant == Variant::Storage || k.default_variant() == Variant::Storage, "{what}: not bound");
+                    continue;
+                };
+                run_all(g, &ds.iter().collect::<Vec<_>>());
+                assert_close(&format!("{what}: dW"), &read(&dwb), &want_dw, tolerance(m));
+                assert_close(&format!("{what}: db"), &read(&dbb)[..n], &want_db, tolerance(m));
+            }
+        }
+    }
+}
+
+#[test]
 fn bias_grad_matches_reference() {
     let g = gpu();
     let k = BiasGrad::new(g);

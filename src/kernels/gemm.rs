@@ -93,6 +93,8 @@ struct WindowEpilogue {
     relu: bool,
     mask: bool,
     accumulate: bool,
+    /// The weight grad also writes the bias grad (BIAS_GRAD).
+    bias_grad: bool,
 }
 
 pub struct Gemm {
@@ -106,6 +108,8 @@ pub struct Gemm {
     /// Windows over the reduction one dispatch may sum: MAX_WINDOWS where the adapter allows
     /// that many uniform bindings (`GPU_LENET_GEMM_WINDOWS`, 1-4, sets it, for measuring).
     max_windows: usize,
+    /// Bound as the bias grad where a kernel does not write one (binding 6 is in every layout).
+    no_bias_grad: wgpu::Buffer,
     default_variant: Variant,
     /// Rows of C per invocation of the storage kernel (TILE_M in gemm.wgsl).
     tile_rows: usize,
@@ -163,7 +167,8 @@ impl Gemm {
         // params, A and B, then A and B again for each further window
         let bindable = (gpu.limits.max_uniform_buffers_per_shader_stage as usize).saturating_sub(3) / 2 + 1;
         let max_windows = super::env_knob("GPU_LENET_GEMM_WINDOWS", |w| (1..=MAX_WINDOWS).contains(&w)).unwrap_or(MAX_WINDOWS).min(bindable).max(1);
-        Gemm { storage, uniform_src, uniform_kernels, window_bytes, max_windows, default_variant, tile_rows }
+        let no_bias_grad = gpu.storage("gemm: no bias grad", 4);
+        Gemm { storage, uniform_src, uniform_kernels, window_bytes, max_windows, no_bias_grad, default_variant, tile_rows }
     }
 
     /// This GEMM with at most `windows` (1 to MAX_WINDOWS) windows over the reduction summed in
@@ -219,11 +224,11 @@ impl Gemm {
             let dims = (rows, cols, red);
             let strides = (a_rs, a_cs, b_rs, b_cs);
             if variant == Variant::UniformAB {
-                if let Some(d) = self.bind_windows(gpu, true, product, dims, strides, epi, a, b, bias, aux, c) {
+                if let Some(d) = self.bind_windows(gpu, true, product, dims, strides, epi, a, b, bias, aux, c, None) {
                     return d;
                 }
             }
-            if let Some(d) = self.bind_windows(gpu, false, product, dims, strides, epi, a, b, bias, aux, c) {
+            if let Some(d) = self.bind_windows(gpu, false, product, dims, strides, epi, a, b, bias, aux, c, None) {
                 return d;
             }
         }
@@ -249,6 +254,34 @@ impl Gemm {
         )]
     }
 
+    /// The adapter's default variant.
+    pub fn default_variant(&self) -> Variant {
+        self.default_variant
+    }
+
+    /// The weight grad dW = dyᵀ·x of a layer with batch `m`, `n` outputs and `k` inputs (`a` = dy,
+    /// `b` = x, `c` = dW) that also writes its bias grad `db` (sums of dy's columns) in the same
+    /// dispatches. None where `variant` has no such kernel (the storage GEMM) or cannot bind these
+    /// buffers: then bind the weight grad and a `bias_grad` dispatch instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_weight_grad_and_bias(&self, gpu: &Gpu, variant: Variant, (m, n, k): (usize, usize, usize), a: &View, b: &View, c: &View, db: &View) -> Option<Vec<Dispatch>> {
+        let dims = dims(Product::WeightGrad, m, n, k);
+        let strides = (1, n, k, 1);
+        let none = Epilogue::default();
+        let uniform_b = match variant {
+            Variant::Storage => return None,
+            Variant::UniformA => false,
+            Variant::UniformAB => true,
+        };
+        // The variant's own fallback order: B a window where it can be, else from storage.
+        if uniform_b {
+            if let Some(d) = self.bind_windows(gpu, true, Product::WeightGrad, dims, strides, none, a, b, a, a, c, Some(db)) {
+                return Some(d);
+            }
+        }
+        self.bind_windows(gpu, false, Product::WeightGrad, dims, strides, none, a, b, a, a, c, Some(db))
+    }
+
     /// Splits A into uniform windows: over output rows for the forward and input-grad products
     /// (A's rows are output rows), over the reduction for the weight grad (A's rows are the
     /// batch). With `uniform_b`, B is a uniform window too: bound whole where it fits, else
@@ -270,6 +303,7 @@ impl Gemm {
         bias: &View,
         aux: &View,
         c: &View,
+        db: Option<&View>,
     ) -> Option<Vec<Dispatch>> {
         let src = &self.uniform_src.as_ref()?[uniform_b as usize];
         let mut kernels = self.uniform_kernels.lock().unwrap_or_else(|e| e.into_inner());
@@ -411,17 +445,21 @@ impl Gemm {
                 };
                 let params = gpu.uniform("gemm_uniform_a params", &p);
                 let b_res = |w: &Window| if uniform_b { binding(&b.buffer, w.b_offset, window_bytes) } else { b.resource() };
-                let mut resources = vec![params.as_entire_binding(), binding(&a.buffer, wins[0].a_offset, window_bytes), b_res(&wins[0]), bias.resource(), aux.resource(), c.resource()];
+                let db_res = match db {
+                    Some(db) => db.resource(),
+                    None => self.no_bias_grad.as_entire_binding(),
+                };
+                let mut resources = vec![params.as_entire_binding(), binding(&a.buffer, wins[0].a_offset, window_bytes), b_res(&wins[0]), bias.resource(), aux.resource(), c.resource(), db_res];
                 for w in &wins[1..] {
                     resources.push(binding(&a.buffer, w.a_offset, window_bytes));
                     if uniform_b {
                         resources.push(binding(&b.buffer, w.b_offset, window_bytes));
                     }
                 }
-                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate };
+                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate, bias_grad: db.is_some() };
                 let kernel = kernels.entry((uniform_b, wins.len(), we)).or_insert_with(|| {
                     let (name, b_slot) = if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
-                    let mut slots = vec![Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite];
+                    let mut slots = vec![Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
                     for _ in 1..wins.len() {
                         slots.push(Slot::Uniform);
                         if uniform_b {
@@ -429,7 +467,7 @@ impl Gemm {
                         }
                     }
                     let flag = |on: bool| on as u32 as f64;
-                    let constants = [("HAS_BIAS", flag(we.bias)), ("RELU", flag(we.relu)), ("MASK", flag(we.mask)), ("ACCUMULATE", flag(we.accumulate))];
+                    let constants = [("HAS_BIAS", flag(we.bias)), ("RELU", flag(we.relu)), ("MASK", flag(we.mask)), ("ACCUMULATE", flag(we.accumulate)), ("BIAS_GRAD", flag(we.bias_grad))];
                     Kernel::with_constants(gpu, name, &more_windows(src, wins.len(), uniform_b), "main", &slots, &constants)
                 });
                 out.push(kernel.bind(gpu, &resources, [job.n.div_ceil(4).div_ceil(8) as u32, job.m.div_ceil(8) as u32, 1]));
@@ -460,7 +498,7 @@ struct Job {
 
 /// gemm_uniform_a.wgsl for a dispatch that sums over `windows` windows of the reduction: the
 /// block between `// window {` and `// } window` repeated for each window after the first, reading
-/// its own A window (and B window where B is uniform) at the next bindings after C, and its
+/// its own A window (and B window where B is uniform) at the next bindings after db, and its
 /// entry of `p.more`.
 pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
     assert!((1..=MAX_WINDOWS).contains(&windows), "1 to {MAX_WINDOWS} windows a dispatch");
@@ -473,7 +511,7 @@ pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
     assert!(source.contains(a_access), "shader lacks `{a_access}`");
     let mut decls = String::new();
     let mut copies = String::new();
-    let mut binding = 6;
+    let mut binding = 7; // after C (5) and the bias grad (6)
     for w in 1..windows {
         let e = w - 1;
         decls += &format!("\n@group(0) @binding({binding}) var<uniform> a{w}: array<vec4<f32>, A_VEC4S>;\nfn a{w}_at(i: u32) -> f32 {{ return a{w}[i >> 2u][i & 3u]; }}");

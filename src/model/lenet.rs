@@ -316,23 +316,33 @@ impl Schedule {
             Stage::one("softmax_cross_entropy", k.softmax.bind(gpu, batch, CLASSES, steps, &v(&a.logits), &v(&a.labels), &v(&a.d_logits), metrics, preds)),
         ])
         .collect();
+        // A layer's weight grad, and its bias grad in the same dispatches where the GEMM kernel
+        // can write it (the uniform-window kernels: a dispatch fewer per layer), else a
+        // bias_grad dispatch after it.
+        let fc_param_grads = |(w_stage, b_stage): (&'static str, &'static str), layer: &str, (n, k_in): (usize, usize), dy: &View, x: &View| {
+            let (w, b) = (net.g(&format!("{layer}.weight")), net.g(&format!("{layer}.bias")));
+            match k.gemm.bind_weight_grad_and_bias(gpu, k.gemm.default_variant(), (batch, n, k_in), dy, x, &w, &b) {
+                Some(d) => vec![Stage::new(w_stage, d)],
+                None => vec![
+                    Stage::new(w_stage, k.gemm.bind(gpu, Product::WeightGrad, (batch, n, k_in), none, dy, x, &unused, &unused, &w)),
+                    Stage::one(b_stage, k.bias_grad.bind(gpu, batch, n, dy, &b)),
+                ],
+            }
+        };
         let backward: Vec<Stage> = [
-            Some(Stage::new("fc3_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, CLASSES, 84), none, &v(&a.d_logits), &v(&a.a4), &unused, &unused, &net.g("fc3.weight")))),
-            Some(Stage::one("fc3_bias_grad", k.bias_grad.bind(gpu, batch, CLASSES, &v(&a.d_logits), &net.g("fc3.bias")))),
-            Some(Stage::new("fc3_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4)))),
-            Some(Stage::new("fc2_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 84, 120), none, &v(&a.d_a4), &v(&a.a3), &unused, &unused, &net.g("fc2.weight")))),
-            Some(Stage::one("fc2_bias_grad", k.bias_grad.bind(gpu, batch, 84, &v(&a.d_a4), &net.g("fc2.bias")))),
-            Some(Stage::new("fc2_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3)))),
-            Some(Stage::new("fc1_weight_grad", k.gemm.bind(gpu, Product::WeightGrad, (batch, 120, 400), none, &v(&a.d_a3), &v(&a.p2), &unused, &unused, &net.g("fc1.weight")))),
-            Some(Stage::one("fc1_bias_grad", k.bias_grad.bind(gpu, batch, 120, &v(&a.d_a3), &net.g("fc1.bias")))),
-            Some(Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)))),
+            fc_param_grads(("fc3_weight_grad", "fc3_bias_grad"), "fc3", (CLASSES, 84), &v(&a.d_logits), &v(&a.a4)),
+            vec![Stage::new("fc3_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, CLASSES, 84), masked, &v(&a.d_logits), &net.w("fc3.weight"), &unused, &v(&a.a4), &v(&a.d_a4)))],
+            fc_param_grads(("fc2_weight_grad", "fc2_bias_grad"), "fc2", (84, 120), &v(&a.d_a4), &v(&a.a3)),
+            vec![Stage::new("fc2_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 84, 120), masked, &v(&a.d_a4), &net.w("fc2.weight"), &unused, &v(&a.a3), &v(&a.d_a3)))],
+            fc_param_grads(("fc1_weight_grad", "fc1_bias_grad"), "fc1", (120, 400), &v(&a.d_a3), &v(&a.p2)),
+            vec![Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)))],
             // pool2's backward fuses the ReLU of conv2; conv1's input grad is not needed.
-            pool2_backward,
-            Some(Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat())),
-            Some(Stage::new("conv2_backward_input", conv2_i)),
-            pool1_backward,
-            Some(Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat())),
-            Some(Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity)))),
+            pool2_backward.into_iter().collect(),
+            vec![Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat())],
+            vec![Stage::new("conv2_backward_input", conv2_i)],
+            pool1_backward.into_iter().collect(),
+            vec![Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat())],
+            vec![Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity)))],
         ]
         .into_iter()
         .flatten()
