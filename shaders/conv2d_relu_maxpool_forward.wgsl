@@ -47,6 +47,18 @@ fn weight(i: u32) -> f32 { return wt[i >> 2u][i & 3u]; }
 fn bias_of(i: u32) -> f32 { return bias[i >> 2u][i & 3u]; }
 @group(0) @binding(4) var<storage, read_write> pooled: array<f32>;
 @group(0) @binding(5) var<storage, read_write> argmax: array<u32>;
+// Stores pool outputs o and, where `both`, o + 1 (o even). Where the pooled width is even, both
+// always hold and the Rust side (`paired_stores`) binds the outputs as vec2 arrays and stores
+// each pair at once: llvmpipe stores lane by lane, one loop per store whatever its width, so
+// this halves conv1's 150k store loops a step.
+fn store_pair(o: u32, v: vec2<f32>, arg: vec2<u32>, both: bool) {
+    pooled[o] = v.x;
+    argmax[o] = arg.x;
+    if (both) {
+        pooled[o + 1u] = v.y;
+        argmax[o + 1u] = arg.y;
+    }
+}
 
 // Lanes that share their weight loads; `share(v, l)` is lane l's `v` (rewritten together).
 const SHARE: u32 = 1u;
@@ -157,20 +169,20 @@ fn main(
         if (co >= COUT || !live) { break; }
         let r0 = max(acc[2u * t], vec4<f32>(0.0));
         let r1 = max(acc[2u * t + 1u], vec4<f32>(0.0));
+        // The two pool windows of the 4 columns (the second past the edge where PW is odd).
+        var best: vec2<f32>;
+        var arg: vec2<u32>;
         for (var k = 0u; k < 2u; k++) {
             let pc = ox0 / 2u + k;
-            if (pc >= PW) { break; }
             // The window in row-major order: (oy0, 2pc), (oy0, 2pc + 1), (oy0 + 1, 2pc), (oy0 + 1, 2pc + 1).
             let i0 = oy0 * OW + 2u * pc;
             var m = Best(r0[2u * k], i0);
             m = consider(m, r0[2u * k + 1u], i0 + 1u);
             m = consider(m, r1[2u * k], i0 + OW);
             m = consider(m, r1[2u * k + 1u], i0 + OW + 1u);
-            let best = m.v;
-            let best_i = m.i;
-            let o = ((bo * COUT + co) * PH + py) * PW + pc;
-            pooled[o] = best;
-            argmax[o] = select(best_i, 0xffffffffu, !(best > 0.0));
+            best[k] = m.v;
+            arg[k] = select(m.i, 0xffffffffu, !(m.v > 0.0));
         }
+        store_pair(((bo * COUT + co) * PH + py) * PW + ox0 / 2u, best, arg, ox0 / 2u + 1u < PW);
     }
 }

@@ -43,6 +43,7 @@ impl Conv2dReluMaxpoolForward {
         // The row loop written out where llvmpipe's tiling runs (shared weight loads, the default
         // tiles): 10% faster for conv2 there; wider tiles compile minutes long unrolled.
         let src = if share_weights && co_tile <= MAX_DEFAULT_CO_TILE { unroll(&src, "k", "KH - 1u", s.kh - 1) } else { src };
+        let src = if (s.ow() / 2) % 2 == 0 { paired_stores(&src) } else { src };
         let constants = s.constants(&[("CO_TILE", co_tile)]);
         let build = |name: &'static str, src: &str, x_slot: Slot| {
             Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::ReadWrite], &constants)
@@ -74,6 +75,11 @@ impl Conv2dReluMaxpoolForward {
     #[allow(clippy::too_many_arguments)]
     pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, pooled: &View, argmax: &View) -> Vec<Dispatch> {
         let s = self.shape;
+        if (s.ow() / 2) % 2 == 0 {
+            // Bound as vec2 arrays (`paired_stores`): every binding offset is a multiple of the
+            // adapter's storage alignment (at least 32 bytes), hence of 8.
+            assert!(pooled.offset % 8 == 0 && argmax.offset % 8 == 0, "pooled outputs bound as vec2s must start at a multiple of 8 bytes");
+        }
         let per_image = (s.oh() / 2) * (s.ow() / 2).div_ceil(2);
         let (wv, bv) = (w.uniform_vec4s(), b.uniform_vec4s());
         let image_bytes = (4 * s.cin * s.h * s.w) as u64;
@@ -87,6 +93,22 @@ impl Conv2dReluMaxpoolForward {
         };
         window_dispatches(self.windowed.as_ref(), &self.kernel, x, batch, image_bytes, dispatch)
     }
+}
+
+/// The kernel for an even pooled width: every invocation's two pooled columns lie in the row, so
+/// the outputs are bound as vec2 arrays and each pair is stored at once (see `store_pair`).
+fn paired_stores(source: &str) -> String {
+    let swaps = [
+        ("var<storage, read_write> pooled: array<f32>;", "var<storage, read_write> pooled: array<vec2<f32>>;"),
+        ("var<storage, read_write> argmax: array<u32>;", "var<storage, read_write> argmax: array<vec2<u32>>;"),
+        ("    pooled[o] = v.x;\n    argmax[o] = arg.x;\n    if (both) {\n        pooled[o + 1u] = v.y;\n        argmax[o + 1u] = arg.y;\n    }\n", "    pooled[o / 2u] = v;\n    argmax[o / 2u] = arg;\n"),
+    ];
+    let mut out = source.to_string();
+    for (from, to) in swaps {
+        assert!(out.contains(from), "conv2d_relu_maxpool_forward.wgsl lacks `{from}`");
+        out = out.replace(from, to);
+    }
+    out
 }
 
 /// CPU reference: the composition of the conv (with ReLU) and max-pool references, and the
