@@ -58,6 +58,25 @@ fn main() {
         println!("{stage}: {:.3} ms per run (wall clock, {runs} runs)", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
         return;
     }
+    // PROFILE_COMPILE=1 (with MESA_SHADER_CACHE_DISABLE=true for a cold cache): each dispatch's
+    // first run, in step order, minus its second: on lavapipe, the LLVM compile of each pipeline
+    // the step uses (at its first dispatch), the cold start's largest part.
+    if std::env::var("PROFILE_COMPILE").is_ok() {
+        let mut total = 0.0;
+        for &(stage, d) in &dispatches {
+            let run = || {
+                let t = Instant::now();
+                d.run(&gpu);
+                gpu.wait_idle().unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            };
+            let (first, second) = (run(), run());
+            total += first - second;
+            println!("{stage:24} {:40} first run {first:8.1} ms, then {second:6.2} ms", d.name);
+        }
+        println!("sum of first runs minus second: {total:.0} ms");
+        return;
+    }
     // PROFILE_BALANCE=1: each dispatch repeated in one pass for ~0.4 s; wall and CPU time (all threads) per
     // dispatch, and how busy the cores were: a dispatch with too few (or uneven) workgroups leaves
     // a core idle, since lavapipe starts the next dispatch only when every thread has finished.

@@ -49,6 +49,24 @@ fn b_at(i: u32) -> f32 { return b[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
+// The `live` (1 to 4) elements of C or aux from o on, and a lane's store of them. Where every
+// lane's 4 columns lie in C and start at a multiple of 4 (all of LeNet's products but fc3's
+// forward), the Rust side (`vec4_output`) binds C and aux as vec4 arrays and these become one
+// vec4 access each: llvmpipe loads and stores lane by lane, a loop per access whatever its
+// width, so a quarter of the loops (and of the code LLVM compiles).
+fn load_c4(o: u32, live: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = c[o + u]; } }
+    return r;
+}
+fn load_aux4(o: u32, live: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = aux[o + u]; } }
+    return r;
+}
+fn store_c4(o: u32, v: vec4<f32>, live: u32) {
+    for (var u = 0u; u < 4u; u++) { if (u < live) { c[o + u] = v[u]; } }
+}
 @group(0) @binding(6) var<storage, read_write> db: array<f32>;   // BIAS_GRAD only
 
 fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
@@ -139,18 +157,15 @@ fn main(
             db[i] = v;
         }
     }
+    let live = min(n - min(j0, n), 4u);   // this lane's columns inside C
     for (var t = 0u; t < 8u; t++) {
         let i = i0 + t;
-        if (i >= m || j0 >= n) { break; }
-        let row = (c_row0 + i) * ldc + c_col0;
-        for (var u = 0u; u < 4u; u++) {
-            let j = j0 + u;
-            if (j >= n) { break; }
-            var v = acc[t][u] + bias4[u];
-            if (ACCUMULATE) { v += c[row + j]; }
-            if (RELU) { v = max(v, 0.0); }
-            if (MASK && !(aux[row + j] > 0.0)) { v = 0.0; }
-            c[row + j] = v;
-        }
+        if (i >= m || live == 0u) { break; }
+        let o = (c_row0 + i) * ldc + c_col0 + j0;
+        var v = acc[t] + bias4;
+        if (ACCUMULATE) { v += load_c4(o, live); }
+        if (RELU) { v = max(v, vec4<f32>(0.0)); }
+        if (MASK) { v = select(vec4<f32>(0.0), v, load_aux4(o, live) > vec4<f32>(0.0)); }
+        store_c4(o, v, live);
     }
 }

@@ -95,6 +95,8 @@ struct WindowEpilogue {
     accumulate: bool,
     /// The weight grad also writes the bias grad (BIAS_GRAD).
     bias_grad: bool,
+    /// C and aux bound as vec4 arrays (`vec4_output`).
+    vec4: bool,
 }
 
 pub struct Gemm {
@@ -417,8 +419,12 @@ impl Gemm {
         fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size) })
         }
+        // C (and aux) as vec4 arrays where every lane's 4 columns of a block lie in C at a
+        // multiple of 4 (see `vec4_output`); each block checks its own columns below.
+        let vec4_views = cols % 4 == 0 && [c, aux].iter().all(|v| v.offset % 16 == 0 && v.len % 4 == 0 && v.len >= 4);
         let mut out = Vec::new();
         for job in &jobs {
+            let vec4 = vec4_views && job.c_col0 % 4 == 0 && job.n % 4 == 0;
             // Up to max_windows windows a dispatch; later dispatches add to C in order, and the
             // last applies the epilogue.
             let chunks: Vec<&[Window]> = job.windows.chunks(self.max_windows).collect();
@@ -456,7 +462,7 @@ impl Gemm {
                         resources.push(binding(&b.buffer, w.b_offset, window_bytes));
                     }
                 }
-                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate, bias_grad: db.is_some() };
+                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate, bias_grad: db.is_some(), vec4 };
                 let kernel = kernels.entry((uniform_b, wins.len(), we)).or_insert_with(|| {
                     let (name, b_slot) = if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
                     let mut slots = vec![Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
@@ -468,7 +474,9 @@ impl Gemm {
                     }
                     let flag = |on: bool| on as u32 as f64;
                     let constants = [("HAS_BIAS", flag(we.bias)), ("RELU", flag(we.relu)), ("MASK", flag(we.mask)), ("ACCUMULATE", flag(we.accumulate)), ("BIAS_GRAD", flag(we.bias_grad))];
-                    Kernel::with_constants(gpu, name, &more_windows(src, wins.len(), uniform_b), "main", &slots, &constants)
+                    let src = more_windows(src, wins.len(), uniform_b);
+                    let src = if vec4 { vec4_output(&src) } else { src };
+                    Kernel::with_constants(gpu, name, &src, "main", &slots, &constants)
                 });
                 out.push(kernel.bind(gpu, &resources, [job.n.div_ceil(4).div_ceil(8) as u32, job.m.div_ceil(8) as u32, 1]));
             }
@@ -494,6 +502,25 @@ struct Job {
     c_row0: usize,
     c_col0: usize,
     windows: Vec<Window>,
+}
+
+/// gemm_uniform_a.wgsl with C and aux bound as vec4 arrays: each lane's loads and stores of its 4
+/// columns one vec4 access (for blocks whose columns start at a multiple of 4 in a C whose rows
+/// are multiples of 4 long, bound at multiples of 16 bytes).
+pub fn vec4_output(source: &str) -> String {
+    let swaps = [
+        ("var<storage, read> aux: array<f32>;", "var<storage, read> aux: array<vec4<f32>>;"),
+        ("var<storage, read_write> c: array<f32>;", "var<storage, read_write> c: array<vec4<f32>>;"),
+        ("    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = c[o + u]; } }\n    return r;", "    return c[o / 4u];"),
+        ("    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = aux[o + u]; } }\n    return r;", "    return aux[o / 4u];"),
+        ("    for (var u = 0u; u < 4u; u++) { if (u < live) { c[o + u] = v[u]; } }", "    c[o / 4u] = v;"),
+    ];
+    let mut out = source.to_string();
+    for (from, to) in swaps {
+        assert!(out.contains(from), "gemm_uniform_a.wgsl lacks `{from}`");
+        out = out.replace(from, to);
+    }
+    out
 }
 
 /// gemm_uniform_a.wgsl for a dispatch that sums over `windows` windows of the reduction: the
