@@ -42,6 +42,30 @@ fn main() {
         println!("{wall:.2} ms per step wall, {cpu_ms:.2} ms CPU per step ({:.0}% of 2 cores busy)", 100.0 * cpu_ms / (2.0 * wall));
         return;
     }
+    // PROFILE_RECORD=n: the CPU cost of recording n steps into one pass and submitting them
+    // (what the training loop does while the previous group runs), apart from running them.
+    if let Ok(n) = std::env::var("PROFILE_RECORD") {
+        let n: usize = n.parse().unwrap();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for _ in 0..n {
+                    s.record_train_step(&mut pass, table.offset(0));
+                }
+            }
+            let recorded = t.elapsed().as_secs_f64() * 1e3;
+            let cb = enc.finish();
+            let finished = t.elapsed().as_secs_f64() * 1e3;
+            gpu.queue.submit([cb]);
+            let submitted = t.elapsed().as_secs_f64() * 1e3;
+            gpu.wait_idle().unwrap();
+            let done = t.elapsed().as_secs_f64() * 1e3;
+            println!("{n} steps: recorded {recorded:.1} ms, finished {finished:.1} ms, submitted {submitted:.1} ms, ran {done:.1} ms");
+        }
+        return;
+    }
     // PROFILE_STAGE=name PROFILE_SECONDS=n: run that stage's dispatches in a loop (for `perf`).
     if let Ok(stage) = std::env::var("PROFILE_STAGE") {
         let secs: u64 = std::env::var("PROFILE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
