@@ -55,7 +55,7 @@ const SEG_N: u32 = 1u;
 // Workgroup z is chunk c0 + z; `x` and `dy` are bound from image x_b0 on (the whole batch, or
 // 64 KiB uniform windows of them where uniform loads are cheap: see `x_at`, `dy_at` and
 // conv2d_forward.wgsl; on llvmpipe a storage load in this loop cost half the kernel's time).
-struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, row_blocks: u32, _p1: u32, _p2: u32 }
+struct Params { batch: u32, chunk: u32, chunks: u32, c0: u32, x_b0: u32, row_blocks: u32, db_off: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -63,6 +63,18 @@ fn dy_at(i: u32) -> f32 { return dy[i]; }
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 fn x_at(i: u32) -> f32 { return x[i]; }
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+// IN_PLACE (one chunk a dispatch, the dispatches in chunk order): `partial` is the gradient
+// itself, dw from 0 and db from p.db_off, and chunk c > 0 adds its sums to what chunks 0 .. c-1
+// left there: the same sums in the same order as the `reduce` pass, without its dispatch or the
+// scratch round trip (a lone small dispatch costs ~0.1 ms on llvmpipe).
+override IN_PLACE: bool = false;
+fn put(i: u32, v: f32, c: u32) {
+    if (IN_PLACE && c > 0u) {
+        partial[i] = partial[i] + v;
+    } else {
+        partial[i] = v;
+    }
+}
 // Only the POOLED variant binds the argmax (the Rust side swaps this line for the binding).
 fn pidx_at(i: u32) -> f32 { return 0.0; }
 
@@ -159,13 +171,13 @@ fn partials(
         let co = co0 + t;
         if (co >= COUT) { break; }
         if (owns_taps) {
-            let out = c * NOUT + ((co * CIN + ci) * KH + ky) * KW;
+            let out = select(c * NOUT, 0u, IN_PLACE) + ((co * CIN + ci) * KH + ky) * KW;
             for (var kx = 0u; kx < KW; kx++) {
-                partial[out + kx] = acc[t][kx];
+                put(out + kx, acc[t][kx], c);
             }
         }
         if (lane == 0u) {
-            partial[c * NOUT + NW + co] = bias[t];
+            put(select(c * NOUT + NW, p.db_off, IN_PLACE) + co, bias[t], c);
         }
     }
 }

@@ -214,7 +214,7 @@ fn conv2d_backward_weight_matches_reference() {
                 if slack > 0 && k.input() == Input::UniformWindows && s.batch > 16 {
                     assert!(d.partials.len() > 1, "several windows expected for {s:?}");
                 }
-                let all: Vec<_> = d.partials.iter().chain([&d.reduce]).collect();
+                let all = d.all();
                 run_all(g, &all);
                 let what = format!("conv2d_backward_weight {s:?} {} seed={seed} slack={slack}", k.variant());
                 assert_close(&format!("{what} dw"), &read(&dwb), &dw, tolerance(n));
@@ -274,12 +274,27 @@ fn conv2d_backward_weight_pooled_matches_reference() {
             if s.batch > 16 {
                 assert!(d.partials.len() > 1, "several windows expected for {s:?}");
             }
-            let all: Vec<_> = d.partials.iter().chain([&d.reduce]).collect();
+            let all = d.all();
             run_all(g, &all);
             let what = format!("conv2d_backward_weight_pooled {s:?} seed={seed}");
             let n = s.batch * s.oh() * s.ow();
             assert_close(&format!("{what} dw"), &read(&dwb), &dw, tolerance(n));
             assert_close(&format!("{what} db"), &read(&dbb), &db, tolerance(n));
+            // dw and db in one buffer, db after dw at an aligned offset (as in the parameter
+            // arena): the windows sum into them in place, no reduction pass. Run twice: the
+            // first window overwrites what a previous step left.
+            let db_at = (s.weight_len() * 4).next_multiple_of(256);
+            let gb = upload(&vec![5.0f32; db_at / 4 + s.cout]);
+            let dwv = View { buffer: gb.clone(), offset: 0, len: s.weight_len() };
+            let dbv = View { buffer: gb.clone(), offset: db_at as u64, len: s.cout };
+            let d = k.bind(g, s.batch, &v(&p.d_pooled), &v(&p.argmax), &v(&xb), &dwv, &dbv).expect("buffers have slack");
+            assert!(d.reduce.is_none(), "{what}: dw and db in one buffer should sum in place");
+            run_all(g, &d.all());
+            run_all(g, &d.all());
+            let got = read(&gb);
+            assert_close(&format!("{what} dw in place"), &got[..s.weight_len()], &dw, tolerance(n));
+            assert_close(&format!("{what} db in place"), &got[db_at / 4..db_at / 4 + s.cout], &db, tolerance(n));
+            assert!(got[s.weight_len()..db_at / 4].iter().all(|&v| v == 5.0), "{what}: wrote between dw and db");
         }
     }
 }

@@ -18,7 +18,9 @@ pub struct Params {
     /// Blocks of output rows per image (plain kernel; chunk c is block c % row_blocks of
     /// image c / row_blocks when > 1, and `chunk` is then 1).
     pub row_blocks: u32,
-    pub _pad: [u32; 2],
+    /// Where db starts, in words from dw's start, when the partials sum in place (IN_PLACE).
+    pub db_off: u32,
+    pub _pad: u32,
 }
 
 /// Images per partial sum, and the number of partials. One image per workgroup keeps every
@@ -76,11 +78,18 @@ pub struct Conv2dBackwardWeight {
 }
 
 /// The dispatches of one weight-gradient computation (partials, one per uniform window of x
-/// where used, then the reduction), plus the scratch they share.
+/// where used, then the reduction, unless the partials sum in place), plus the scratch they share.
 pub struct BackwardWeightDispatch {
     pub partials: Vec<Dispatch>,
-    pub reduce: Dispatch,
-    pub scratch: wgpu::Buffer,
+    pub reduce: Option<Dispatch>,
+    pub scratch: Option<wgpu::Buffer>,
+}
+
+impl BackwardWeightDispatch {
+    /// Every dispatch, in order.
+    pub fn all(&self) -> Vec<&Dispatch> {
+        self.partials.iter().chain(&self.reduce).collect()
+    }
 }
 
 impl Conv2dBackwardWeight {
@@ -252,6 +261,8 @@ fn reduce_kernel(gpu: &Gpu, s: ConvShape) -> Kernel {
 /// as its own kernel.
 pub struct Conv2dBackwardWeightPooled {
     partials: Kernel,
+    /// The same summing into the gradient in place, window after window (IN_PLACE).
+    in_place: Kernel,
     per: usize,
     reduce: Kernel,
     shape: ConvShape,
@@ -272,12 +283,16 @@ impl Conv2dBackwardWeightPooled {
         let constants = s.constants(&[("WG", 8), ("CO_TILE", Conv2dBackwardWeight::co_tile(s, true)), ("RUN", run), ("POOLED", 1)]);
         let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
         let partials = Kernel::with_constants(gpu, "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled", &src, "partials", &slots, &constants);
-        Some(Conv2dBackwardWeightPooled { partials, per, reduce: reduce_kernel(gpu, s), shape: s })
+        let in_place_constants: Vec<_> = constants.iter().copied().chain([("IN_PLACE", 1.0)]).collect();
+        let in_place = Kernel::with_constants(gpu, "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled.in_place", &src, "partials", &slots, &in_place_constants);
+        Some(Conv2dBackwardWeightPooled { partials, in_place, per, reduce: reduce_kernel(gpu, s), shape: s })
     }
 
     /// `d_pooled` and `argmax` are the pool's output grad and masked argmax ([B, COUT, OH/2,
-    /// OW/2]), `x` the conv's input; `dw` and `db` are overwritten. None when a buffer lacks the
-    /// slack after its data that a full last uniform window needs.
+    /// OW/2]), `x` the conv's input; `dw` and `db` are overwritten: summed into in place, one
+    /// window after another, where db follows dw in the same buffer (the parameter arena), else
+    /// through a scratch buffer and a reduction pass. None when a buffer lacks the slack after its
+    /// data that a full last uniform window needs.
     #[allow(clippy::too_many_arguments)]
     pub fn bind(&self, gpu: &Gpu, batch: usize, d_pooled: &View, argmax: &View, x: &View, dw: &View, db: &View) -> Option<BackwardWeightDispatch> {
         let s = self.shape;
@@ -288,8 +303,26 @@ impl Conv2dBackwardWeightPooled {
         let chunks = xs.len();
         let grid = [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
         // One chunk per window: chunk k is window k's images, k * per onwards.
-        let grids = xs.into_iter().zip(ds).zip(is).enumerate().map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (&self.partials, grid, k, b0, [dpw, xw], Some(iw))).collect();
-        Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks, 1), grids, dw, db))
+        let in_place = dw.buffer == db.buffer && db.offset >= dw.offset + 4 * dw.len as u64 && (db.offset - dw.offset) % 4 == 0;
+        let kernel = if in_place { &self.in_place } else { &self.partials };
+        let grids: Vec<Partial> = xs.into_iter().zip(ds).zip(is).enumerate().map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (kernel, grid, k, b0, [dpw, xw], Some(iw))).collect();
+        if !in_place {
+            return Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks, 1), grids, dw, db));
+        }
+        // dw's start to db's end as one binding; chunk k adds to what chunks 0 .. k-1 wrote.
+        let db_off = ((db.offset - dw.offset) / 4) as usize;
+        let grad = View { buffer: dw.buffer.clone(), offset: dw.offset, len: db_off + db.len };
+        let partials = grids
+            .into_iter()
+            .map(|(kernel, grid, c0, x_b0, [dy, x], after)| {
+                let p = Params { batch: batch as u32, chunk: self.per as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, row_blocks: 1, db_off: db_off as u32, _pad: 0 };
+                let p = gpu.uniform("conv2d_backward_weight params", &p);
+                let mut entries = vec![p.as_entire_binding(), dy, x, grad.resource()];
+                entries.extend(after);
+                kernel.bind(gpu, &entries, grid)
+            })
+            .collect();
+        Some(BackwardWeightDispatch { partials, reduce: None, scratch: None })
     }
 }
 
@@ -312,7 +345,8 @@ fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk,
             c0: c0 as u32,
             x_b0: x_b0 as u32,
             row_blocks: row_blocks as u32,
-            _pad: [0; 2],
+            db_off: 0,
+            _pad: 0,
         };
         gpu.uniform("conv2d_backward_weight params", &p)
     };
@@ -329,7 +363,7 @@ fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk,
         .collect();
     let p = params(0, 0);
     let reduce = reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
-    BackwardWeightDispatch { partials, reduce, scratch }
+    BackwardWeightDispatch { partials, reduce: Some(reduce), scratch: Some(scratch) }
 }
 
 /// CPU reference: (dw, db).

@@ -338,10 +338,10 @@ impl Schedule {
             vec![Stage::new("fc1_input_grad", k.gemm.bind(gpu, Product::InputGrad, (batch, 120, 400), none, &v(&a.d_a3), &net.w("fc1.weight"), &unused, &unused, &v(&a.d_p2)))],
             // pool2's backward fuses the ReLU of conv2; conv1's input grad is not needed.
             pool2_backward.into_iter().collect(),
-            vec![Stage::new("conv2_backward_weight", [conv2_w.partials, vec![conv2_w.reduce]].concat())],
+            vec![Stage::new("conv2_backward_weight", conv2_w.partials.into_iter().chain(conv2_w.reduce).collect())],
             vec![Stage::new("conv2_backward_input", conv2_i)],
             pool1_backward.into_iter().collect(),
-            vec![Stage::new("conv1_backward_weight", [conv1_w.partials, vec![conv1_w.reduce]].concat())],
+            vec![Stage::new("conv1_backward_weight", conv1_w.partials.into_iter().chain(conv1_w.reduce).collect())],
             vec![Stage::one("sgd_momentum", k.sgd.bind(gpu, lr, momentum, &all(&net.grads), &arena_view(&net.weights), &all(&net.velocity)))],
         ]
         .into_iter()
@@ -353,7 +353,7 @@ impl Schedule {
             prepare: None,
             forward,
             backward,
-            _scratch: vec![conv2_w.scratch, conv1_w.scratch],
+            _scratch: [conv2_w.scratch, conv1_w.scratch].into_iter().flatten().collect(),
         }
     }
 
