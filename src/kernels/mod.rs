@@ -273,12 +273,17 @@ pub fn share_across_subgroup(source: &str) -> String {
     out
 }
 
-/// A compiled compute pipeline and its bind-group layout.
+/// A compute pipeline and its bind-group layout, built when the kernel is first bound: the model
+/// holds every per-adapter variant of every kernel, and creating a pipeline runs the driver's
+/// shader passes even for a variant that never runs (on lavapipe 10-200 ms for the kernels with
+/// loops written out: the unused variants cost ~0.9 s of every start, warm shader cache or not).
 pub struct Kernel {
     pub name: &'static str,
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
+    source: String,
+    entry: String,
+    constants: Vec<(String, f64)>,
     slots: Vec<Slot>,
+    built: std::sync::OnceLock<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
 }
 
 impl Kernel {
@@ -289,13 +294,32 @@ impl Kernel {
     /// Like [`Kernel::new`], with values for the shader's `override` constants: a kernel
     /// specialised to one layer's shape gets constant loop bounds the compiler can unroll.
     pub fn with_constants(
-        gpu: &Gpu,
+        _gpu: &Gpu,
         name: &'static str,
         source: &str,
         entry: &str,
         slots: &[Slot],
         constants: &[(&str, f64)],
     ) -> Kernel {
+        Kernel {
+            name,
+            source: source.to_string(),
+            entry: entry.to_string(),
+            constants: constants.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            slots: slots.to_vec(),
+            built: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The pipeline and layout, created at the first call.
+    fn built(&self, gpu: &Gpu) -> &(wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        self.built.get_or_init(|| self.build(gpu))
+    }
+
+    fn build(&self, gpu: &Gpu) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let (name, slots, entry) = (self.name, &self.slots, self.entry.as_str());
+        let constants: Vec<(&str, f64)> = self.constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let constants = &constants[..];
         let device = &gpu.device;
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
@@ -335,7 +359,7 @@ impl Kernel {
             checks.force_loop_bounding = false;
             checks.int_div_checks = false;
         }
-        let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(self.source.as_str().into()) };
         // SAFETY: every loop in shaders/ has a finite trip count (bounded by a params field or an
         // override constant), and every integer division or modulo is by a shape or a constant
         // that the Rust side guarantees non-zero (shapes with a zero dimension are rejected).
@@ -352,12 +376,13 @@ impl Kernel {
             },
             cache: None,
         });
-        Kernel { name, pipeline, layout, slots: slots.to_vec() }
+        (pipeline, layout)
     }
 
     /// Builds the bind group for one use of this kernel. `resources` follow the slot order.
     pub fn bind(&self, gpu: &Gpu, resources: &[wgpu::BindingResource<'_>], workgroups: [u32; 3]) -> Dispatch {
         assert_eq!(resources.len(), self.slots.len(), "{}: wrong number of bindings", self.name);
+        let (pipeline, layout) = self.built(gpu);
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
             .enumerate()
@@ -365,12 +390,12 @@ impl Kernel {
             .collect();
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(self.name),
-            layout: &self.layout,
+            layout,
             entries: &entries,
         });
         Dispatch {
             name: self.name,
-            pipeline: self.pipeline.clone(),
+            pipeline: pipeline.clone(),
             bind_group,
             workgroups,
             dynamic: self.slots.contains(&Slot::UniformDynamic),
