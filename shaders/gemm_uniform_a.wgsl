@@ -9,19 +9,20 @@
 // A uniform binding holds at most 64 KiB, so the Rust side splits A into windows: over output
 // rows (forward, input grad; one dispatch each) or over the reduction (weight grad). Where B is
 // a uniform window too but does not fit one (fc1's weights), B is split as well: over output
-// columns (forward, one dispatch each) or over the reduction (input grad). Windows over the
-// reduction share a dispatch, up to 4 of them, each with its own bindings (`// window` below):
-// a C load and store per element cost fc1's gradients more than their multiply-adds (measured:
-// 0.45 ms of ~1.3 each). Past 4 windows, later dispatches accumulate into C in a fixed order,
-// keeping results reproducible.
+// columns (forward) or over the reduction (input grad). Up to 4 windows share a dispatch, each
+// with its own bindings (`// window` below): summed in turn over the reduction (a C load and
+// store per element cost fc1's gradients more than their multiply-adds: 0.45 ms of ~1.3 each),
+// or each workgroup running its own column window's loop (COLUMN_WINDOWS). Past 4 windows over
+// the reduction, later dispatches accumulate into C in a fixed order, keeping results
+// reproducible.
 
 struct Params {
     m: u32, n: u32, k: u32, ldc: u32,          // this dispatch: rows, cols, reduction length
     a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, // strides of A (in the window) and B
     c_row0: u32, b_k0: u32,                     // first output row; first reduction index in B
     c_col0: u32, a_k0: u32,                     // first output column; first reduction index in A
-    // Up to 3 windows after the first when one dispatch covers several over the reduction (see
-    // `// window` below): (k, a_k0, b_k0, unused) each.
+    // Up to 3 windows after the first when one dispatch covers several (see `// window` below):
+    // (k, a_k0, b_k0, first column) each.
     more: array<vec4<u32>, 3>,
 }
 
@@ -36,6 +37,22 @@ override ACCUMULATE: bool = false; // add to C (windows over the reduction after
 // (A = dyᵀ), from the A values the multiply-adds already hold: one dispatch fewer per layer, and
 // a lone bias-grad dispatch cost ~50-100 µs on llvmpipe for a few hundred adds.
 override BIAS_GRAD: bool = false;
+// The dispatch's windows of B are over output columns (fc1's forward: W's rows), not over the
+// reduction: window w holds columns [start_w, start_w+1) of this dispatch (the last to its end),
+// each a whole number of workgroups, and a workgroup runs only its own window's loop. llvmpipe
+// runs a loop until no lane is left in it, so the others cost a test each: one dispatch instead
+// of one per window (each a hand-off of the cores and a few workgroups to share between them).
+override COLUMN_WINDOWS: bool = false;
+const WINDOWS: u32 = 1u;   // windows this pipeline reads (see `more_windows`)
+fn col_start(w: u32) -> u32 {
+    if (w == 0u) { return 0u; }
+    return p.more[w - 1u].w;
+}
+fn in_window(j0: u32, w: u32) -> bool {
+    if (!COLUMN_WINDOWS) { return true; }
+    let end = select(col_start(min(w + 1u, 3u)), 0xffffffffu, w + 1u >= WINDOWS);
+    return j0 >= col_start(w) && j0 < end;
+}
 
 const A_VEC4S: u32 = 1u;  // the window's size in vec4s, written in when the pipeline is built
 
@@ -102,15 +119,18 @@ fn main(
     // and each costs a gather across the lanes (measured: hoisting made fc1's products ~2x faster).
     let b_rs = p.b_rs;
     let a_cs = p.a_cs;
+    let b_cs = p.b_cs;
     var acc: array<vec4<f32>, 8>;
     var a_sum: array<f32, 8>;   // BIAS_GRAD: row sums of A, in the order the products are summed
-    // One window of the reduction. Where one dispatch covers several windows over the reduction
-    // (fc1's gradients: W or x spans several 64 KiB windows), the Rust side (`more_windows`)
-    // repeats this block once per extra window, reading that window's bindings and its entry
-    // of `p.more`, so the sum never makes a round trip through C between windows.
+    // One window. Where one dispatch covers several (fc1: W or x spans several 64 KiB windows),
+    // the Rust side (`more_windows`) repeats this block once per extra window, reading that
+    // window's bindings and its entry of `p.more`: over the reduction the sum never makes a
+    // round trip through C between windows; over columns only the workgroup's own window has
+    // a non-zero trip count.
     // window {
     {
-    let k = p.k;
+    let k = select(0u, p.k, in_window(j0, 0u));
+    let bcw = bc - vec4<u32>(col_start(0u) * b_cs);   // B's window starts at its first column
     var bk = p.b_k0 * b_rs;
     var ak = p.a_k0 * a_cs;
     for (var k0 = 0u; k0 < k; k0 += SHARE) {
@@ -122,7 +142,7 @@ fn main(
         }
         for (var u = 0u; u < SHARE; u++) {
             let live = k0 + u < k;
-            let bv = select(vec4<f32>(0.0), vec4<f32>(b_at(bk + bc.x), b_at(bk + bc.y), b_at(bk + bc.z), b_at(bk + bc.w)), live);
+            let bv = select(vec4<f32>(0.0), vec4<f32>(b_at(bk + bcw.x), b_at(bk + bcw.y), b_at(bk + bcw.z), b_at(bk + bcw.w)), live);
             for (var t = 0u; t < 8u; t++) {
                 let at = share(av[t], u);
                 acc[t] += at * bv;

@@ -71,8 +71,8 @@ pub struct WindowParams {
     pub more: [[u32; 4]; MAX_WINDOWS - 1],
 }
 
-/// The most windows over the reduction one dispatch of the uniform-window kernel sums (its source
-/// repeats the reduction loop for each; `Params.more` in gemm_uniform_a.wgsl has room for 3).
+/// The most windows of B one dispatch of the uniform-window kernel reads (its source repeats the
+/// reduction loop for each; `Params.more` in gemm_uniform_a.wgsl has room for 3 after the first).
 pub const MAX_WINDOWS: usize = 4;
 
 /// Which GEMM kernel to use.
@@ -97,6 +97,8 @@ struct WindowEpilogue {
     bias_grad: bool,
     /// C and aux bound as vec4 arrays (`vec4_output`).
     vec4: bool,
+    /// The windows of B are over output columns (COLUMN_WINDOWS), not over the reduction.
+    columns: bool,
 }
 
 pub struct Gemm {
@@ -173,8 +175,8 @@ impl Gemm {
         Gemm { storage, uniform_src, uniform_kernels, window_bytes, max_windows, no_bias_grad, default_variant, tile_rows }
     }
 
-    /// This GEMM with at most `windows` (1 to MAX_WINDOWS) windows over the reduction summed in
-    /// one dispatch (tests check that the split sums and the accumulating dispatches agree).
+    /// This GEMM with at most `windows` (1 to MAX_WINDOWS) windows of B in one dispatch (tests
+    /// check that the shared dispatches and the dispatch-per-window ones agree).
     pub fn with_max_windows(mut self, windows: usize) -> Self {
         assert!((1..=MAX_WINDOWS).contains(&windows), "1 to {MAX_WINDOWS} windows a dispatch");
         self.max_windows = windows.min(self.max_windows);
@@ -288,9 +290,10 @@ impl Gemm {
     /// (A's rows are output rows), over the reduction for the weight grad (A's rows are the
     /// batch). With `uniform_b`, B is a uniform window too: bound whole where it fits, else
     /// split over output columns (forward: B's columns are W's rows) or over the reduction
-    /// (input grad: B's rows are W's rows; weight grad: the same rows as A's windows). Windows
-    /// over the reduction accumulate into C in a fixed order and apply the epilogue with the last
-    /// one. None when no aligned window fits or a buffer lacks the slack for a full last window.
+    /// (input grad: B's rows are W's rows; weight grad: the same rows as A's windows). Up to
+    /// `max_windows` windows share a dispatch; past that, windows over the reduction accumulate
+    /// into C in a fixed order and apply the epilogue with the last one. None when no aligned
+    /// window fits or a buffer lacks the slack for a full last window.
     #[allow(clippy::too_many_arguments)]
     fn bind_windows(
         &self,
@@ -386,29 +389,34 @@ impl Gemm {
             if over_reduction {
                 // The weight grad: A's windows run over the reduction (B's rows follow them).
                 let (b_k0, b_offset) = if split == Split::FollowA { (0, b.offset + (start * b_unit) as u64) } else { (start, b.offset) };
-                let win = Window { k: len, a_k0: 0, b_k0, a_offset, b_offset };
+                let win = Window { k: len, a_k0: 0, b_k0, a_offset, b_offset, col0: 0, cols };
                 match jobs.first_mut() {
                     Some(job) => job.windows.push(win),
-                    None => jobs.push(Job { m: rows, n: cols, c_row0: 0, c_col0: 0, windows: vec![win] }),
+                    None => jobs.push(Job { m: rows, n: cols, c_row0: 0, c_col0: 0, windows: vec![win], columns: false }),
                 }
             } else {
                 for &(b0, b_len) in &b_windows {
                     let b_offset = b.offset + (b0 * b_unit) as u64;
                     match split {
                         Split::Columns => {
-                            let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset };
-                            jobs.push(Job { m: len, n: b_len, c_row0: start, c_col0: b0, windows: vec![win] });
-                        }
-                        Split::Reduction => {
-                            let win = Window { k: b_len, a_k0: b0, b_k0: 0, a_offset, b_offset };
+                            // All of B's column windows in one job (and, where each is whole
+                            // workgroups, in one dispatch: COLUMN_WINDOWS).
+                            let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset, col0: b0, cols: b_len };
                             match jobs.last_mut() {
                                 Some(job) if b0 > 0 => job.windows.push(win),
-                                _ => jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win] }),
+                                _ => jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win], columns: true }),
+                            }
+                        }
+                        Split::Reduction => {
+                            let win = Window { k: b_len, a_k0: b0, b_k0: 0, a_offset, b_offset, col0: 0, cols };
+                            match jobs.last_mut() {
+                                Some(job) if b0 > 0 => job.windows.push(win),
+                                _ => jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win], columns: false }),
                             }
                         }
                         _ => {
-                            let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset: b.offset };
-                            jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win] });
+                            let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset: b.offset, col0: 0, cols };
+                            jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win], columns: false });
                         }
                     }
                 }
@@ -424,19 +432,30 @@ impl Gemm {
         let vec4_views = cols % 4 == 0 && [c, aux].iter().all(|v| v.offset % 16 == 0 && v.len % 4 == 0 && v.len >= 4);
         let mut out = Vec::new();
         for job in &jobs {
-            let vec4 = vec4_views && job.c_col0 % 4 == 0 && job.n % 4 == 0;
-            // Up to max_windows windows a dispatch; later dispatches add to C in order, and the
-            // last applies the epilogue.
-            let chunks: Vec<&[Window]> = job.windows.chunks(self.max_windows).collect();
+            // Up to max_windows windows a dispatch. Over the reduction, later dispatches add to C
+            // in order and the last applies the epilogue; over columns, each dispatch has its own
+            // columns (and windows narrower than a workgroup get a dispatch each).
+            let per_dispatch = if job.columns && job.windows.iter().any(|w| w.cols % 32 != 0 && w.col0 + w.cols < job.n) { 1 } else { self.max_windows };
+            let chunks: Vec<&[Window]> = job.windows.chunks(per_dispatch).collect();
             for (ci, wins) in chunks.iter().enumerate() {
-                let (accumulate, last) = (ci > 0, ci + 1 == chunks.len());
+                let (accumulate, last) = if job.columns { (false, true) } else { (ci > 0, ci + 1 == chunks.len()) };
+                // This dispatch's columns: the job's, or (column windows) its windows'.
+                let (c_col0, n) = if job.columns {
+                    let lastw = &wins[wins.len() - 1];
+                    (job.c_col0 + wins[0].col0, lastw.col0 + lastw.cols - wins[0].col0)
+                } else {
+                    (job.c_col0, job.n)
+                };
+                let vec4 = vec4_views && c_col0 % 4 == 0 && n % 4 == 0;
+                let columns = job.columns && wins.len() > 1;
                 let mut more = [[0u32; 4]; MAX_WINDOWS - 1];
                 for (slot, w) in more.iter_mut().zip(&wins[1..]) {
-                    *slot = [w.k as u32, w.a_k0 as u32, w.b_k0 as u32, 0];
+                    let col0 = if columns { w.col0 - wins[0].col0 } else { 0 };
+                    *slot = [w.k as u32, w.a_k0 as u32, w.b_k0 as u32, col0 as u32];
                 }
                 let p = WindowParams {
                     m: job.m as u32,
-                    n: job.n as u32,
+                    n: n as u32,
                     k: wins[0].k as u32,
                     ldc: cols as u32,
                     a_rs: a_rs as u32,
@@ -445,7 +464,7 @@ impl Gemm {
                     b_cs: b_cs as u32,
                     c_row0: job.c_row0 as u32,
                     b_k0: wins[0].b_k0 as u32,
-                    c_col0: job.c_col0 as u32,
+                    c_col0: c_col0 as u32,
                     a_k0: wins[0].a_k0 as u32,
                     more,
                 };
@@ -462,7 +481,7 @@ impl Gemm {
                         resources.push(binding(&b.buffer, w.b_offset, window_bytes));
                     }
                 }
-                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate, bias_grad: db.is_some(), vec4 };
+                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate, bias_grad: db.is_some(), vec4, columns };
                 let kernel = kernels.entry((uniform_b, wins.len(), we)).or_insert_with(|| {
                     let (name, b_slot) = if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
                     let mut slots = vec![Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
@@ -473,35 +492,46 @@ impl Gemm {
                         }
                     }
                     let flag = |on: bool| on as u32 as f64;
-                    let constants = [("HAS_BIAS", flag(we.bias)), ("RELU", flag(we.relu)), ("MASK", flag(we.mask)), ("ACCUMULATE", flag(we.accumulate)), ("BIAS_GRAD", flag(we.bias_grad))];
+                    let constants = [
+                        ("HAS_BIAS", flag(we.bias)),
+                        ("RELU", flag(we.relu)),
+                        ("MASK", flag(we.mask)),
+                        ("ACCUMULATE", flag(we.accumulate)),
+                        ("BIAS_GRAD", flag(we.bias_grad)),
+                        ("COLUMN_WINDOWS", flag(we.columns)),
+                    ];
                     let src = more_windows(src, wins.len(), uniform_b);
                     let src = if vec4 { vec4_output(&src) } else { src };
                     Kernel::with_constants(gpu, name, &src, "main", &slots, &constants)
                 });
-                out.push(kernel.bind(gpu, &resources, [job.n.div_ceil(4).div_ceil(8) as u32, job.m.div_ceil(8) as u32, 1]));
+                out.push(kernel.bind(gpu, &resources, [n.div_ceil(4).div_ceil(8) as u32, job.m.div_ceil(8) as u32, 1]));
             }
         }
         Some(out)
     }
 }
 
-/// One window over the reduction: its length, first reduction index in A's and in B's window,
-/// and where A's and B's windows start.
+/// One window: its reduction length, first reduction index in A's and in B's window, where A's
+/// and B's windows start, and (windows of B over output columns) its columns in the job.
 struct Window {
     k: usize,
     a_k0: usize,
     b_k0: usize,
     a_offset: u64,
     b_offset: u64,
+    col0: usize,
+    cols: usize,
 }
 
-/// One block of the output (m x n from row c_row0, column c_col0) and its windows over the reduction.
+/// One block of the output (m x n from row c_row0, column c_col0) and its windows: over the
+/// reduction, or (`columns`) over its columns.
 struct Job {
     m: usize,
     n: usize,
     c_row0: usize,
     c_col0: usize,
     windows: Vec<Window>,
+    columns: bool,
 }
 
 /// gemm_uniform_a.wgsl with C and aux bound as vec4 arrays: each lane's loads and stores of its 4
@@ -543,7 +573,13 @@ pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
         let e = w - 1;
         decls += &format!("\n@group(0) @binding({binding}) var<uniform> a{w}: array<vec4<f32>, A_VEC4S>;\nfn a{w}_at(i: u32) -> f32 {{ return a{w}[i >> 2u][i & 3u]; }}");
         binding += 1;
-        let mut copy = block.replace("p.k;", &format!("p.more[{e}].x;")).replace("p.a_k0", &format!("p.more[{e}].y")).replace("p.b_k0", &format!("p.more[{e}].z")).replace("a_at(", &format!("a{w}_at("));
+        let mut copy = block
+            .replace("p.k,", &format!("p.more[{e}].x,"))
+            .replace("p.a_k0", &format!("p.more[{e}].y"))
+            .replace("p.b_k0", &format!("p.more[{e}].z"))
+            .replace("in_window(j0, 0u)", &format!("in_window(j0, {w}u)"))
+            .replace("col_start(0u)", &format!("col_start({w}u)"))
+            .replace("a_at(", &format!("a{w}_at("));
         if uniform_b {
             decls += &format!("\n@group(0) @binding({binding}) var<uniform> b{w}: array<vec4<f32>, A_VEC4S>;\nfn b{w}_at(i: u32) -> f32 {{ return b{w}[i >> 2u][i & 3u]; }}");
             binding += 1;
@@ -553,6 +589,7 @@ pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
     }
     let mut out = source.to_string();
     out.insert_str(end, &copies);
+    let out = super::with_const(&out, "WINDOWS", windows);
     out.replace(a_access, &format!("{a_access}{decls}"))
 }
 
