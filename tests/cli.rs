@@ -293,5 +293,6 @@ fn bench_kernels_checks_every_kernel_and_writes_json() {
     }
     let step = &v["train_step"];
     assert!(step["ms"].as_f64().unwrap() > 0.0 && step["images_per_sec"].as_f64().unwrap() > 0.0);
-    assert!(step["dispatches"].as_u64().unwrap() >= 20, "{step}");
+    // Every kernel row is at least one dispatch of the step.
+    assert!(step["dispatches"].as_u64().unwrap() >= kernels.len() as u64, "{step}");
 }
