@@ -237,6 +237,7 @@ thread_local! {
 }
 
 fn main() -> ExitCode {
+    gpu_lenet::train::launched();
     let cli = Cli::parse();
     quiet_headless_wsi();
     let code = real_main(cli);

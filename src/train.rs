@@ -518,6 +518,13 @@ fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align:
 }
 
 /// The whole `train` command. Returns the per-epoch reports.
+/// When the process started (the first call: `main` makes it first thing), for
+/// `GPU_LENET_LOG_STARTUP`'s time from launch to the first training steps.
+pub fn launched() -> Instant {
+    static LAUNCHED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *LAUNCHED.get_or_init(Instant::now)
+}
+
 pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>, String> {
     cfg.validate()?;
     // Fail on an unwritable output before spending minutes training.
@@ -623,7 +630,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             if !first_step_logged {
                 first_step_logged = true;
                 if std::env::var_os("GPU_LENET_LOG_STARTUP").is_some() {
-                    eprintln!("first steps done {:.2} s after start", started.elapsed().as_secs_f64());
+                    eprintln!("first steps done {:.2} s after launch", launched().elapsed().as_secs_f64());
                 }
             }
             bar.set_position(done as u64);
