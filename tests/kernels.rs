@@ -513,13 +513,8 @@ fn gemm_weight_grad_with_its_bias_grad_matches_both_references() {
             let want_dw = gemm::reference(Product::WeightGrad, (m, n, kk), Epilogue::default(), &dy, &x, &[], &[]);
             let want_db = bias_grad::reference(m, n, &dy);
             for ((k, kname), variant) in kernels.iter().flat_map(|k| [Variant::Storage, Variant::UniformA, Variant::UniformAB].map(|v| (k, v))) {
-                let pad = |v: &Vec<f32>| {
-                    let mut p = v.clone();
-                    p.resize(v.len() + (UNIFORM_SLACK_BYTES / 4) as usize, 0.0);
-                    p
-                };
                 // db starts non-zero: the kernel must write it, not add to it.
-                let (dyb, xb, dwb, dbb) = (upload(&pad(&dy)), upload(&pad(&x)), out(n * kk), upload(&vec![7.0f32; n]));
+                let (dyb, xb, dwb, dbb) = (upload_with_slack(&dy), upload_with_slack(&x), out(n * kk), upload(&vec![7.0f32; n]));
                 let what = format!("gemm {kname} {variant:?} weight grad + bias grad m={m} n={n} k={kk} seed={seed}");
                 let Some(ds) = k.bind_weight_grad_and_bias(g, variant, (m, n, kk), &v(&dyb), &v(&xb), &v(&dwb), &v(&dbb)) else {
                     // Only the storage GEMM has no fused kernel (and adapters without uniform windows).

@@ -132,10 +132,7 @@ fn skip_together(src: &str) -> String {
         ("fn lanes_min(v: u32) -> u32 { return v; }", "fn lanes_min(v: u32) -> u32 { return subgroupMin(v); }"),
         ("fn lanes_max(v: u32) -> u32 { return v; }", "fn lanes_max(v: u32) -> u32 { return subgroupMax(v); }"),
     ];
-    swaps.iter().fold(src.to_string(), |out, (from, to)| {
-        assert!(out.contains(from), "shader lacks `{from}`");
-        out.replace(from, to)
-    })
+    super::rewrite(src, "conv2d_backward_input.wgsl", &swaps)
 }
 
 /// One dispatch over images b0 .. b0 + n of the batch: bindings params, dy (or the pooled grad),

@@ -236,7 +236,7 @@ impl Conv2dBackwardWeight {
                 (chunk, chunks, self.row_blocks, grids)
             }
         };
-        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, row_blocks), grids, dw, db)
+        bind_partials(gpu, &self.reduce, s, batch, (chunk, chunks, row_blocks), grids, dw, db, false)
     }
 
     /// The input variant `bind` uses on this adapter.
@@ -303,26 +303,10 @@ impl Conv2dBackwardWeightPooled {
         let chunks = xs.len();
         let grid = [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
         // One chunk per window: chunk k is window k's images, k * per onwards.
-        let in_place = dw.buffer == db.buffer && db.offset >= dw.offset + 4 * dw.len as u64 && (db.offset - dw.offset) % 4 == 0;
+        let in_place = gradient_range(dw, db).is_some();
         let kernel = if in_place { &self.in_place } else { &self.partials };
         let grids: Vec<Partial> = xs.into_iter().zip(ds).zip(is).enumerate().map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (kernel, grid, k, b0, [dpw, xw], Some(iw))).collect();
-        if !in_place {
-            return Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks, 1), grids, dw, db));
-        }
-        // dw's start to db's end as one binding; chunk k adds to what chunks 0 .. k-1 wrote.
-        let db_off = ((db.offset - dw.offset) / 4) as usize;
-        let grad = View { buffer: dw.buffer.clone(), offset: dw.offset, len: db_off + db.len };
-        let partials = grids
-            .into_iter()
-            .map(|(kernel, grid, c0, x_b0, [dy, x], after)| {
-                let p = Params { batch: batch as u32, chunk: self.per as u32, chunks: chunks as u32, c0: c0 as u32, x_b0: x_b0 as u32, row_blocks: 1, db_off: db_off as u32, _pad: 0 };
-                let p = gpu.uniform("conv2d_backward_weight params", &p);
-                let mut entries = vec![p.as_entire_binding(), dy, x, grad.resource()];
-                entries.extend(after);
-                kernel.bind(gpu, &entries, grid)
-            })
-            .collect();
-        Some(BackwardWeightDispatch { partials, reduce: None, scratch: None })
+        Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks, 1), grids, dw, db, in_place))
     }
 }
 
@@ -331,12 +315,31 @@ impl Conv2dBackwardWeightPooled {
 /// partial sums).
 type Partial<'a> = (&'a Kernel, [u32; 3], usize, usize, [wgpu::BindingResource<'a>; 2], Option<wgpu::BindingResource<'a>>);
 
+/// dw's start to db's end as one view, and db's offset in it in words, where db follows dw in the
+/// same buffer (the parameter arena): what the IN_PLACE kernel sums into.
+fn gradient_range(dw: &View, db: &View) -> Option<(View, usize)> {
+    if dw.buffer != db.buffer || db.offset < dw.offset + 4 * dw.len as u64 || (db.offset - dw.offset) % 4 != 0 {
+        return None;
+    }
+    let db_off = ((db.offset - dw.offset) / 4) as usize;
+    Some((View { buffer: dw.buffer.clone(), offset: dw.offset, len: db_off + db.len }, db_off))
+}
+
 /// Binds the partials dispatches over `chunks` chunks of `chunk` images (or of `row_blocks`
 /// blocks of one image's rows) and the reduction into `dw` and `db` (overwritten), with the
-/// scratch buffer they share.
+/// scratch buffer they share; or, `in_place` (IN_PLACE kernels, db after dw: see
+/// `gradient_range`), the partials summing straight into dw and db, chunk after chunk.
 #[allow(clippy::too_many_arguments)]
-fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk, chunks, row_blocks): (usize, usize, usize), grids: Vec<Partial>, dw: &View, db: &View) -> BackwardWeightDispatch {
+fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk, chunks, row_blocks): (usize, usize, usize), grids: Vec<Partial>, dw: &View, db: &View, in_place: bool) -> BackwardWeightDispatch {
     let nout = s.weight_len() + s.cout;
+    // Where the partial sums go: the gradient itself, or a scratch buffer the reduction reads.
+    let (sums, db_off, scratch) = match gradient_range(dw, db).filter(|_| in_place) {
+        Some((grad, db_off)) => (grad, db_off, None),
+        None => {
+            let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
+            (View::whole(&scratch), 0, Some(scratch))
+        }
+    };
     let params = |c0: usize, x_b0: usize| {
         let p = Params {
             batch: batch as u32,
@@ -345,25 +348,25 @@ fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk,
             c0: c0 as u32,
             x_b0: x_b0 as u32,
             row_blocks: row_blocks as u32,
-            db_off: 0,
+            db_off: db_off as u32,
             _pad: 0,
         };
         gpu.uniform("conv2d_backward_weight params", &p)
     };
-    let scratch = gpu.storage("conv2d_backward_weight partials", chunks * nout);
-    let sv = View::whole(&scratch);
     let partials = grids
         .into_iter()
         .map(|(kernel, grid, c0, x_b0, [dy, x], after)| {
             let p = params(c0, x_b0);
-            let mut entries = vec![p.as_entire_binding(), dy, x, sv.resource()];
+            let mut entries = vec![p.as_entire_binding(), dy, x, sums.resource()];
             entries.extend(after);
             kernel.bind(gpu, &entries, grid)
         })
         .collect();
-    let p = params(0, 0);
-    let reduce = reduce.bind(gpu, &[p.as_entire_binding(), sv.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1]);
-    BackwardWeightDispatch { partials, reduce: Some(reduce), scratch: Some(scratch) }
+    let reduce = scratch.is_some().then(|| {
+        let p = params(0, 0);
+        reduce.bind(gpu, &[p.as_entire_binding(), sums.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1])
+    });
+    BackwardWeightDispatch { partials, reduce, scratch }
 }
 
 /// CPU reference: (dw, db).

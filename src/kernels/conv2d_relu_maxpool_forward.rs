@@ -103,12 +103,7 @@ fn paired_stores(source: &str) -> String {
         ("var<storage, read_write> argmax: array<u32>;", "var<storage, read_write> argmax: array<vec2<u32>>;"),
         ("    pooled[o] = v.x;\n    argmax[o] = arg.x;\n    if (both) {\n        pooled[o + 1u] = v.y;\n        argmax[o + 1u] = arg.y;\n    }\n", "    pooled[o / 2u] = v;\n    argmax[o / 2u] = arg;\n"),
     ];
-    let mut out = source.to_string();
-    for (from, to) in swaps {
-        assert!(out.contains(from), "conv2d_relu_maxpool_forward.wgsl lacks `{from}`");
-        out = out.replace(from, to);
-    }
-    out
+    super::rewrite(source, "conv2d_relu_maxpool_forward.wgsl", &swaps)
 }
 
 /// CPU reference: the composition of the conv (with ReLU) and max-pool references, and the

@@ -541,16 +541,11 @@ pub fn vec4_output(source: &str) -> String {
     let swaps = [
         ("var<storage, read> aux: array<f32>;", "var<storage, read> aux: array<vec4<f32>>;"),
         ("var<storage, read_write> c: array<f32>;", "var<storage, read_write> c: array<vec4<f32>>;"),
-        ("    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = c[o + u]; } }\n    return r;", "    return c[o / 4u];"),
-        ("    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = aux[o + u]; } }\n    return r;", "    return aux[o / 4u];"),
+        ("    var r = vec4<f32>(0.0);\n    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = c[o + u]; } }\n    return r;", "    return c[o / 4u];"),
+        ("    var r = vec4<f32>(0.0);\n    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = aux[o + u]; } }\n    return r;", "    return aux[o / 4u];"),
         ("    for (var u = 0u; u < 4u; u++) { if (u < live) { c[o + u] = v[u]; } }", "    c[o / 4u] = v;"),
     ];
-    let mut out = source.to_string();
-    for (from, to) in swaps {
-        assert!(out.contains(from), "gemm_uniform_a.wgsl lacks `{from}`");
-        out = out.replace(from, to);
-    }
-    out
+    super::rewrite(source, "gemm_uniform_a.wgsl", &swaps)
 }
 
 /// gemm_uniform_a.wgsl for a dispatch that sums over `windows` windows of the reduction: the

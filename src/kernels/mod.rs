@@ -265,12 +265,16 @@ pub fn share_across_subgroup(source: &str) -> String {
         ("fn share(v: f32, lane: u32) -> f32 { return v; }", "fn share(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }"),
         ("@builtin(local_invocation_index) lane_id: u32", "@builtin(subgroup_invocation_id) lane_id: u32"),
     ];
-    let mut out = source.to_string();
-    for (from, to) in swaps {
-        assert!(out.contains(from), "shader lacks `{from}`");
-        out = out.replace(from, to);
-    }
-    out
+    rewrite(source, "shader", &swaps)
+}
+
+/// `source` with every `(from, to)` of `swaps` replaced, in order; each `from` must be in it
+/// (`what` names the shader when one is missing): the per-variant rewrites of a kernel's source.
+pub fn rewrite(source: &str, what: &str, swaps: &[(&str, &str)]) -> String {
+    swaps.iter().fold(source.to_string(), |out, (from, to)| {
+        assert!(out.contains(from), "{what} lacks `{from}`");
+        out.replace(from, to)
+    })
 }
 
 /// A compute pipeline and its bind-group layout, built when the kernel is first bound: the model
