@@ -6,7 +6,9 @@
 //! PROBE_SLEEP=N keeps running for N seconds (to attach `perf record -p PID`).
 use gpu_lenet::gpu::{AdapterChoice, Gpu};
 use gpu_lenet::kernels::conv2d_forward::{reference, ConvShape, Params};
-use gpu_lenet::kernels::{image_windows, uniform_input, uniform_windows, with_const, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use gpu_lenet::kernels::{
+    image_windows, uniform_input, uniform_windows, with_const, Kernel, Slot, View, UNIFORM_SLACK_BYTES,
+};
 use std::time::Instant;
 
 fn main() {
@@ -21,17 +23,30 @@ fn main() {
     let co: usize = args.get(3).map(|a| a.parse().unwrap()).unwrap_or(s.cout.min(8));
     let quads: usize = args.get(4).map(|a| a.parse().unwrap()).unwrap_or(1);
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
-    let src = with_const(&with_const(&src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
-    let src = if std::env::var_os("PROBE_SHARE").is_some() { gpu_lenet::kernels::share_across_subgroup(&src) } else { src };
-    let src = if src.contains("var<storage, read> x:") { uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES) } else { src };
+    let src =
+        with_const(&with_const(&src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
+    let src =
+        if std::env::var_os("PROBE_SHARE").is_some() { gpu_lenet::kernels::share_across_subgroup(&src) } else { src };
+    let src =
+        if src.contains("var<storage, read> x:") { uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES) } else { src };
     let constants = s.constants(&[("CO_TILE", co), ("PXQ", quads), ("RELU", 0)]);
-    let kernel = Kernel::with_constants(&gpu, "probe", &src, "main", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &constants);
-    if let Err(e) = gpu.check() { eprintln!("{e}"); std::process::exit(1); }
+    let kernel = Kernel::with_constants(
+        &gpu,
+        "probe",
+        &src,
+        "main",
+        &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite],
+        &constants,
+    );
+    if let Err(e) = gpu.check() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
     let x: Vec<f32> = (0..s.input_len()).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
     let w: Vec<f32> = (0..s.weight_len() + 4).map(|i| ((i * 104729 % 997) as f32 / 997.0) - 0.5).collect();
     let b: Vec<f32> = (0..s.cout + 4).map(|i| i as f32 * 0.1).collect();
     let mut xp = x.clone();
-    xp.extend(std::iter::repeat(0.0).take(UNIFORM_SLACK_BYTES as usize / 4));
+    xp.extend(std::iter::repeat_n(0.0, UNIFORM_SLACK_BYTES as usize / 4));
     let (xb, wb, bb) = (gpu.storage_from("x", &xp), gpu.storage_from("w", &w), gpu.storage_from("b", &b));
     let yb = gpu.storage("y", s.output_len());
     let per = uniform_windows(&gpu, 4 * s.cin * s.h * s.w).unwrap();
@@ -41,13 +56,20 @@ fn main() {
     let per_row = s.ow().div_ceil(4).div_ceil(quads);
     let mut groups = (s.oh() * per_row).div_ceil(64) as u32;
     let mut gy = s.cout.div_ceil(co) as u32;
-    if let (Some(a), Some(b)) = (args.get(5), args.get(6)) { groups = a.parse().unwrap(); gy = b.parse().unwrap(); }
+    if let (Some(a), Some(b)) = (args.get(5), args.get(6)) {
+        groups = a.parse().unwrap();
+        gy = b.parse().unwrap();
+    }
     let ds: Vec<_> = image_windows(&xv, s.batch, (4 * s.cin * s.h * s.w) as u64, per)
         .unwrap()
         .into_iter()
         .map(|(b0, n, win)| {
             let p = gpu.uniform("p", &Params { batch: s.batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
-            kernel.bind(&gpu, &[p.as_entire_binding(), win, wv.resource(), bv.resource(), yv.resource()], if flat_grid { [(n * s.oh() * per_row).div_ceil(64) as u32, gy, 1] } else { [groups, gy, n as u32] })
+            kernel.bind(
+                &gpu,
+                &[p.as_entire_binding(), win, wv.resource(), bv.resource(), yv.resource()],
+                if flat_grid { [(n * s.oh() * per_row).div_ceil(64) as u32, gy, 1] } else { [groups, gy, n as u32] },
+            )
         })
         .collect();
     let run = || gpu_lenet::kernels::run_all(&gpu, &ds.iter().collect::<Vec<_>>());
@@ -72,6 +94,11 @@ fn main() {
         }
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if std::env::var_os("PROBE_ALL").is_some() { eprintln!("{:?}", times.iter().map(|t| (t * 100.0).round() / 100.0).collect::<Vec<_>>()); }
-    println!("{layer} {} co={co} quads={quads}: q1 {:.3} ms, median {:.3} ms, min {:.3} ms, max abs error {err:.2e}", args[1], times[10], times[20], times[0]);
+    if std::env::var_os("PROBE_ALL").is_some() {
+        eprintln!("{:?}", times.iter().map(|t| (t * 100.0).round() / 100.0).collect::<Vec<_>>());
+    }
+    println!(
+        "{layer} {} co={co} quads={quads}: q1 {:.3} ms, median {:.3} ms, min {:.3} ms, max abs error {err:.2e}",
+        args[1], times[10], times[20], times[0]
+    );
 }

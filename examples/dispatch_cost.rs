@@ -7,7 +7,9 @@ use std::time::Instant;
 const SRC: &str = "@group(0) @binding(0) var<storage, read_write> o: array<f32>;
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) { if (g.x == 0u) { o[0] += 1.0; } }
 @group(0) @binding(1) var<storage, read> r: array<f32>;
-@compute @workgroup_size(64) fn read_only(@builtin(global_invocation_id) g: vec3<u32>) { if (r[g.x] == 12345.0) { o[g.x] = 1.0; } }";
+@compute @workgroup_size(64) fn read_only(@builtin(global_invocation_id) g: vec3<u32>) {
+    if (r[g.x] == 12345.0) { o[g.x] = 1.0; }
+}";
 
 fn main() {
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
@@ -30,7 +32,12 @@ fn main() {
                 gpu.wait_idle().unwrap();
                 best = best.min(t.elapsed().as_secs_f64() * 1e6);
             }
-            println!("{:10} {groups:3} workgroups x {n:4} dispatches: {:8.0} us in all, {:6.1} us per dispatch (best of 7)", kernel.name, best, best / n as f64);
+            println!(
+                "{:10} {groups:3} workgroups x {n:4} dispatches: {:8.0} us in all, {:6.1} us per dispatch (best of 7)",
+                kernel.name,
+                best,
+                best / n as f64
+            );
         }
     }
     // The same without a barrier or a pipeline change between dispatches: one pipeline set, then
@@ -52,6 +59,10 @@ fn main() {
             gpu.wait_idle().unwrap();
             best = best.min(t.elapsed().as_secs_f64() * 1e6);
         }
-        println!("bare dispatches x {n:4}: {:8.0} us in all, {:6.1} us per dispatch (best of 7)", best, best / n as f64);
+        println!(
+            "bare dispatches x {n:4}: {:8.0} us in all, {:6.1} us per dispatch (best of 7)",
+            best,
+            best / n as f64
+        );
     }
 }

@@ -144,15 +144,46 @@ fn fma_only(@builtin(global_invocation_id) g: vec3<u32>) {
 
 fn main() {
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
-    println!("max uniform binding {} bytes, max storage binding {} bytes, uniform buffers per stage {}", gpu.limits.max_uniform_buffer_binding_size, gpu.limits.max_storage_buffer_binding_size, gpu.limits.max_uniform_buffers_per_shader_stage);
+    println!(
+        "max uniform binding {} bytes, max storage binding {} bytes, uniform buffers per stage {}",
+        gpu.limits.max_uniform_buffer_binding_size,
+        gpu.limits.max_storage_buffer_binding_size,
+        gpu.limits.max_uniform_buffers_per_shader_stage
+    );
     let n = 1 << 16; // invocations
     let a = gpu.storage("a", n * 64);
     let o = gpu.storage("o", n);
     let params = gpu.uniform("p", &[0u32; 4]);
     let ubo = gpu.uniform("u", &[0f32; 4096]);
-    for entry in ["scalar", "vec4load", "uniformload", "ubo_uniform", "ubo_divergent", "ubo_f16_divergent", "shared_load", "subgroup_bcast", "fma_only"] {
-        let k = Kernel::new(&gpu, "probe", SRC, entry, &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::Uniform]);
-        let d = k.bind(&gpu, &[params.as_entire_binding(), View::whole(&a).resource(), View::whole(&a).resource(), View::whole(&o).resource(), ubo.as_entire_binding()], [(n / 64) as u32, 1, 1]);
+    for entry in [
+        "scalar",
+        "vec4load",
+        "uniformload",
+        "ubo_uniform",
+        "ubo_divergent",
+        "ubo_f16_divergent",
+        "shared_load",
+        "subgroup_bcast",
+        "fma_only",
+    ] {
+        let k = Kernel::new(
+            &gpu,
+            "probe",
+            SRC,
+            entry,
+            &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::Uniform],
+        );
+        let d = k.bind(
+            &gpu,
+            &[
+                params.as_entire_binding(),
+                View::whole(&a).resource(),
+                View::whole(&a).resource(),
+                View::whole(&o).resource(),
+                ubo.as_entire_binding(),
+            ],
+            [(n / 64) as u32, 1, 1],
+        );
         d.run(&gpu);
         gpu.wait_idle().unwrap();
         let t = Instant::now();
@@ -162,9 +193,16 @@ fn main() {
         gpu.wait_idle().unwrap();
         let ms = t.elapsed().as_secs_f64() * 1e3 / 5.0;
         let loads = if entry.starts_with("vec4") || entry.starts_with("ubo") { 16.0 } else { 64.0 };
-        let values = if entry.contains("f16") { 8.0 } else if entry.starts_with("vec4") || entry.starts_with("ubo") { 4.0 } else { 1.0 };
+        let values = if entry.contains("f16") {
+            8.0
+        } else if entry.starts_with("vec4") || entry.starts_with("ubo") {
+            4.0
+        } else {
+            1.0
+        };
         println!(
-            "{entry:17} {ms:8.3} ms  = {:.2} ns per invocation-load, {:.3} ns per value ({} invocations x 64 (scalar) or 16 (vec4) loads)",
+            "{entry:17} {ms:8.3} ms  = {:.2} ns per invocation-load, {:.3} ns per value ({} invocations x 64 \
+                (scalar) or 16 (vec4) loads)",
             ms * 1e6 / (n as f64 * loads),
             ms * 1e6 / (n as f64 * loads * values),
             n

@@ -17,7 +17,8 @@ fn main() {
     let preds = gpu.storage("p", batch);
     let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
     // Every dispatch of a step, with its stage's name.
-    let dispatches: Vec<_> = s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))).collect();
+    let dispatches: Vec<_> =
+        s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))).collect();
     // PROFILE_STEPS=n: wall and CPU time (all threads) per step over n steps, 16 per submit.
     if let Ok(n) = std::env::var("PROFILE_STEPS") {
         let n: usize = n.parse().unwrap();
@@ -39,7 +40,10 @@ fn main() {
         run(n);
         let wall = t.elapsed().as_secs_f64() * 1e3 / n as f64;
         let cpu_ms = (cpu() - c) / n as f64;
-        println!("{wall:.2} ms per step wall, {cpu_ms:.2} ms CPU per step ({:.0}% of 2 cores busy)", 100.0 * cpu_ms / (2.0 * wall));
+        println!(
+            "{wall:.2} ms per step wall, {cpu_ms:.2} ms CPU per step ({:.0}% of 2 cores busy)",
+            100.0 * cpu_ms / (2.0 * wall)
+        );
         return;
     }
     // PROFILE_RECORD=n: the CPU cost of recording n steps into one pass and submitting them
@@ -62,7 +66,10 @@ fn main() {
             let submitted = t.elapsed().as_secs_f64() * 1e3;
             gpu.wait_idle().unwrap();
             let done = t.elapsed().as_secs_f64() * 1e3;
-            println!("{n} steps: recorded {recorded:.1} ms, finished {finished:.1} ms, submitted {submitted:.1} ms, ran {done:.1} ms");
+            println!(
+                "{n} steps: recorded {recorded:.1} ms, finished {finished:.1} ms, submitted {submitted:.1} ms, \
+                ran {done:.1} ms"
+            );
         }
         return;
     }
@@ -79,7 +86,10 @@ fn main() {
             gpu.wait_idle().unwrap();
             runs += 1;
         }
-        println!("{stage}: {:.3} ms per run (wall clock, {runs} runs)", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
+        println!(
+            "{stage}: {:.3} ms per run (wall clock, {runs} runs)",
+            start.elapsed().as_secs_f64() * 1e3 / runs as f64
+        );
         return;
     }
     // PROFILE_COMPILE=1 (with MESA_SHADER_CACHE_DISABLE=true for a cold cache): each dispatch's
@@ -120,7 +130,12 @@ fn main() {
             let cpu_ms = (cpu() - c) / reps as f64;
             wall_sum += wall;
             cpu_sum += cpu_ms;
-            println!("{stage:24} {:40} {:?} {wall:8.3} ms wall {cpu_ms:8.3} ms CPU {:4.0}% busy", d.name, d.workgroups, 100.0 * cpu_ms / (cores * wall));
+            println!(
+                "{stage:24} {:40} {:?} {wall:8.3} ms wall {cpu_ms:8.3} ms CPU {:4.0}% busy",
+                d.name,
+                d.workgroups,
+                100.0 * cpu_ms / (cores * wall)
+            );
         }
         println!("sum: {wall_sum:.2} ms wall, {cpu_sum:.2} ms CPU, {:.0}% busy", 100.0 * cpu_sum / (cores * wall_sum));
         return;
@@ -134,7 +149,12 @@ fn main() {
             d.run(&gpu);
             gpu.wait_idle().unwrap();
         }
-        println!("{stage:24} {:40} {:?} {:8.3} ms", d.name, d.workgroups, t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+        println!(
+            "{stage:24} {:40} {:?} {:8.3} ms",
+            d.name,
+            d.workgroups,
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
     }
 }
 

@@ -93,7 +93,11 @@ impl Timer<'_> {
         g.wait_idle()?;
         if self.timestamps {
             let n = (2 * self.reps) as u32;
-            let qs = g.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("bench"), ty: wgpu::QueryType::Timestamp, count: n });
+            let qs = g.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bench"),
+                ty: wgpu::QueryType::Timestamp,
+                count: n,
+            });
             let resolve = g.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("bench timestamps"),
                 size: n as u64 * 8,
@@ -115,9 +119,14 @@ impl Timer<'_> {
             enc.resolve_query_set(&qs, 0..n, &resolve, 0);
             enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n as u64 * 8);
             g.queue.submit([enc.finish()]);
-            let ticks: Vec<u64> = g.read_words::<u32>(&read, 0, 2 * n as usize)?.chunks_exact(2).map(|w| w[0] as u64 | (w[1] as u64) << 32).collect();
+            let ticks: Vec<u64> = g
+                .read_words::<u32>(&read, 0, 2 * n as usize)?
+                .chunks_exact(2)
+                .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+                .collect();
             let period = g.queue.get_timestamp_period() as f64;
-            let mut ms: Vec<f64> = ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e6).collect();
+            let mut ms: Vec<f64> =
+                ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e6).collect();
             Ok(self.pick(&mut ms))
         } else {
             let mut ms = Vec::new();
@@ -194,16 +203,24 @@ fn cost(name: &str, b: usize, cin: usize, arena_words: usize) -> (f64, f64) {
     match name {
         "prepare_batch" => (f(3 * b * cin * 1024), f(b * cin * 1024 + 4 * b * cin * 1024 + 8 * b)),
         "conv1_forward" => (conv(c1).0, f(4 * (c1.input_len() + c1.weight_len() + c1.output_len()))),
-        "conv1_pool1_forward" => (conv(c1).0 + f(3 * p1.output_len()), f(4 * (c1.input_len() + c1.weight_len() + 2 * p1.output_len()))),
-        "conv2_pool2_forward" => (conv(c2).0 + f(3 * p2.output_len()), f(4 * (c2.input_len() + c2.weight_len() + 2 * p2.output_len()))),
+        "conv1_pool1_forward" => {
+            (conv(c1).0 + f(3 * p1.output_len()), f(4 * (c1.input_len() + c1.weight_len() + 2 * p1.output_len())))
+        }
+        "conv2_pool2_forward" => {
+            (conv(c2).0 + f(3 * p2.output_len()), f(4 * (c2.input_len() + c2.weight_len() + 2 * p2.output_len())))
+        }
         "conv2_forward" => (conv(c2).0, f(4 * (c2.input_len() + c2.weight_len() + c2.output_len()))),
         "pool1_forward" => (f(3 * p1.output_len()), f(4 * (p1.input_len() + 2 * p1.output_len()))),
         "pool2_forward" => (f(3 * p2.output_len()), f(4 * (p2.input_len() + 2 * p2.output_len()))),
         "softmax_cross_entropy" => (f(6 * b * CLASSES), f(4 * (2 * b * CLASSES + b))),
         "pool2_backward" => (f(p2.input_len()), f(4 * (3 * p2.input_len() + 2 * p2.output_len()))),
         "pool1_backward" => (f(p1.input_len()), f(4 * (3 * p1.input_len() + 2 * p1.output_len()))),
-        "conv2_backward_weight" => (conv(c2).0 + f(c2.output_len()), f(4 * (c2.output_len() + c2.input_len() + c2.weight_len()))),
-        "conv1_backward_weight" => (conv(c1).0 + f(c1.output_len()), f(4 * (c1.output_len() + c1.input_len() + c1.weight_len()))),
+        "conv2_backward_weight" => {
+            (conv(c2).0 + f(c2.output_len()), f(4 * (c2.output_len() + c2.input_len() + c2.weight_len())))
+        }
+        "conv1_backward_weight" => {
+            (conv(c1).0 + f(c1.output_len()), f(4 * (c1.output_len() + c1.input_len() + c1.weight_len())))
+        }
         "conv2_backward_input" => (conv(c2).0, f(4 * (c2.output_len() + c2.weight_len() + c2.input_len()))),
         "sgd_momentum" => (f(4 * arena_words), f(4 * 5 * arena_words)),
         other => {
@@ -225,7 +242,8 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         return Err("--batch-size: must be at least 1".into());
     }
     let cin = 3;
-    let timestamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    let timestamps =
+        gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
     let timer = Timer { gpu, timestamps, reps: 21, best: false };
     let kernels = LenetKernels::new(gpu, cin);
     let net = Lenet::new(gpu, cin);
@@ -242,8 +260,17 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     let metrics = gpu.storage("bench metrics", steps * METRICS_WORDS);
     let preds = gpu.storage("bench predictions", steps * batch);
     let (lr, momentum) = (0.001, 0.9);
-    let mut sched = Schedule::new(gpu, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
-    let prepare = prep.bind(gpu, &split, &View::whole(&perm_buf), &table, batch, &View::whole(&sched.acts.x), &View::whole(&sched.acts.labels));
+    let mut sched =
+        Schedule::new(gpu, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
+    let prepare = prep.bind(
+        gpu,
+        &split,
+        &View::whole(&perm_buf),
+        &table,
+        batch,
+        &View::whole(&sched.acts.x),
+        &View::whole(&sched.acts.labels),
+    );
 
     // Correctness: one step, everything but the optimizer, against the CPU reference.
     let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -319,7 +346,11 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     let (src, dst) = (gpu.storage("copy src", copy_words), gpu.storage("copy dst", copy_words));
     let copy_k = Kernel::new(gpu, "copy_vec4", COPY_WGSL, "main", &[Slot::Uniform, Slot::Read, Slot::ReadWrite]);
     let n4 = gpu.uniform("copy n", &[(copy_words / 4) as u32, 0, 0, 0]);
-    let copy = copy_k.bind(gpu, &[n4.as_entire_binding(), View::whole(&src).resource(), View::whole(&dst).resource()], crate::kernels::grid_1d(copy_words / 4));
+    let copy = copy_k.bind(
+        gpu,
+        &[n4.as_entire_binding(), View::whole(&src).resource(), View::whole(&dst).resource()],
+        crate::kernels::grid_1d(copy_words / 4),
+    );
     let copy_ms = Timer { reps: 7, best: true, ..timer }.time_ms(&[&copy])?;
     let copy_gbps = (2 * 4 * copy_words) as f64 / copy_ms / 1e6;
     let fma_k = Kernel::new(gpu, "fma_peak", FMA_WGSL, "main", &[Slot::ReadWrite]);
@@ -334,8 +365,22 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     let (m, n, k) = (128, 128, 128);
     let mut abuf = vec![0f32; m * k + (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize];
     abuf.iter_mut().enumerate().for_each(|(i, v)| *v = ((i % 7) as f32 - 3.0) * 0.1);
-    let (ga, gb, gc) = (gpu.storage_from("gemm a", &abuf), gpu.storage_from("gemm b", &vec![0.5f32; n * k]), gpu.storage("gemm c", m * n));
-    let gemm_ds = kernels.gemm.bind(gpu, Product::Forward, (m, n, k), Epilogue::default(), &View::whole(&ga), &View::whole(&gb), &View::whole(&gb), &View::whole(&gb), &View::whole(&gc));
+    let (ga, gb, gc) = (
+        gpu.storage_from("gemm a", &abuf),
+        gpu.storage_from("gemm b", &vec![0.5f32; n * k]),
+        gpu.storage("gemm c", m * n),
+    );
+    let gemm_ds = kernels.gemm.bind(
+        gpu,
+        Product::Forward,
+        (m, n, k),
+        Epilogue::default(),
+        &View::whole(&ga),
+        &View::whole(&gb),
+        &View::whole(&gb),
+        &View::whole(&gb),
+        &View::whole(&gc),
+    );
     let gemm_ms = Timer { reps: 11, best: true, ..timer }.time_ms(&gemm_ds.iter().collect::<Vec<_>>())?;
     let gemm_gflops = (2 * m * n * k) as f64 / gemm_ms / 1e6;
 
@@ -350,7 +395,11 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         let err = errors.iter().find(|(n, _)| n == name).map(|e| e.1).unwrap_or(f64::NAN);
         // NaN (no check found) counts as wrong.
         let correct = err <= tol;
-        let check = if correct { format!("ok (max rel. error {err:.1e})") } else { format!("WRONG: max rel. error {err:.1e} > {tol:.0e}") };
+        let check = if correct {
+            format!("ok (max rel. error {err:.1e})")
+        } else {
+            format!("WRONG: max rel. error {err:.1e} > {tol:.0e}")
+        };
         let selected = only.map(|o| name.contains(o)).unwrap_or(true);
         let ms = if correct && selected { Some(timer.time_ms(ds)?) } else { None };
         let (flops, bytes) = cost(name, batch, cin, net.arena.words);
@@ -362,7 +411,17 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         };
         if selected || !correct {
             let pipelines = pipeline_counts(ds);
-            rows.push(KernelRow { name: name.to_string(), ms, gflops, gbps, share: None, of_ceiling, correct, check, pipelines });
+            rows.push(KernelRow {
+                name: name.to_string(),
+                ms,
+                gflops,
+                gbps,
+                share: None,
+                of_ceiling,
+                correct,
+                check,
+                pipelines,
+            });
         }
     }
     let total: f64 = rows.iter().filter_map(|r| r.ms).sum();
@@ -424,11 +483,16 @@ fn pipeline_counts(ds: &[&Dispatch]) -> String {
 pub fn print(r: &Report) {
     println!("adapter: {}   batch: {}   timing: {}", r.adapter, r.batch_size, r.timing);
     println!(
-        "ceilings: copy kernel (vec4) {:.2} GB/s, FMA peak (registers only) {:.2} GFLOP/s; this project's GEMM at 128^3: {:.2} GFLOP/s",
+        "ceilings: copy kernel (vec4) {:.2} GB/s, FMA peak (registers only) {:.2} GFLOP/s; this project's GEMM at \
+            128^3: {:.2} GFLOP/s",
         r.ceilings.copy_gbps, r.ceilings.fma_gflops, r.ceilings.gemm_gflops
     );
-    println!("{:<24} {:>9} {:>9} {:>8} {:>7} {:>10}  {:<28} pipelines", "kernel", "ms", "GFLOP/s", "GB/s", "share", "of ceiling", "check");
-    let opt = |v: Option<f64>, w: usize, p: usize| v.map(|x| format!("{x:>w$.p$}")).unwrap_or_else(|| format!("{:>w$}", "-"));
+    println!(
+        "{:<24} {:>9} {:>9} {:>8} {:>7} {:>10}  {:<28} pipelines",
+        "kernel", "ms", "GFLOP/s", "GB/s", "share", "of ceiling", "check"
+    );
+    let opt =
+        |v: Option<f64>, w: usize, p: usize| v.map(|x| format!("{x:>w$.p$}")).unwrap_or_else(|| format!("{:>w$}", "-"));
     for k in &r.kernels {
         println!(
             "{:<24} {} {} {} {} {}  {:<28} {}",

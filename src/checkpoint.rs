@@ -18,11 +18,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file path", path.display()))?
-        .to_string_lossy()
-        .to_string();
+    let file_name =
+        path.file_name().ok_or_else(|| format!("{}: not a file path", path.display()))?.to_string_lossy().to_string();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -67,7 +64,13 @@ pub fn to_bytes(
 }
 
 /// Saves weights (and optionally momentum) atomically.
-pub fn save(path: &Path, arena: &Arena, weights: &[f32], momentum: Option<&[f32]>, metadata: HashMap<String, String>) -> Result<(), String> {
+pub fn save(
+    path: &Path,
+    arena: &Arena,
+    weights: &[f32],
+    momentum: Option<&[f32]>,
+    metadata: HashMap<String, String>,
+) -> Result<(), String> {
     write_atomic(path, &to_bytes(arena, weights, momentum, metadata)?)
 }
 
@@ -87,15 +90,21 @@ pub struct Loaded {
 pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, String> {
     let name = path.display();
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{name}: not a valid safetensors file: {e}"))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{name}: not a valid safetensors file: {e}"))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("{name}: not a valid safetensors file: {e}"))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let tensors: HashMap<String, TensorView> = st.tensors().into_iter().collect();
-    let conv1 = tensors
-        .get("conv1.weight")
-        .ok_or_else(|| format!("{name}: tensor conv1.weight is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)"))?;
+    let conv1 = tensors.get("conv1.weight").ok_or_else(|| {
+        format!("{name}: tensor conv1.weight is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)")
+    })?;
     let in_channels = match conv1.shape() {
         [6, c @ (1 | 3), 5, 5] => *c,
-        s => return Err(format!("{name}: tensor conv1.weight has shape {s:?}, expected [6, 3, 5, 5] (CIFAR-10) or [6, 1, 5, 5] (Fashion-MNIST)")),
+        s => {
+            return Err(format!(
+                "{name}: tensor conv1.weight has shape {s:?}, expected [6, 3, 5, 5] (CIFAR-10) or \
+            [6, 1, 5, 5] (Fashion-MNIST)"
+            ))
+        }
     };
     let specs = param_specs(in_channels);
     let arena = Arena::new(&specs, align);
@@ -115,9 +124,9 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
         Ok(())
     };
     for (tname, shape) in &specs {
-        let t = tensors
-            .get(*tname)
-            .ok_or_else(|| format!("{name}: tensor {tname} is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)"))?;
+        let t = tensors.get(*tname).ok_or_else(|| {
+            format!("{name}: tensor {tname} is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)")
+        })?;
         read(t, tname, shape, arena.slice_mut(&mut weights, tname))?;
         let mname = format!("{MOMENTUM_PREFIX}{tname}");
         if let Some(m) = tensors.get(&mname) {
@@ -126,7 +135,10 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
         }
     }
     if momentum_found != 0 && momentum_found != specs.len() {
-        return Err(format!("{name}: holds momentum for {momentum_found} of {} tensors; expected all or none", specs.len()));
+        return Err(format!(
+            "{name}: holds momentum for {momentum_found} of {} tensors; expected all or none",
+            specs.len()
+        ));
     }
     let known = |n: &str| specs.iter().any(|(s, _)| *s == n || n.strip_prefix(MOMENTUM_PREFIX) == Some(s));
     let mut extra: Vec<&String> = tensors.keys().filter(|n| !known(n)).collect();
@@ -135,16 +147,15 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
         return Err(format!("{name}: unexpected tensor {x} (a LeNet state_dict holds only conv1.weight … fc3.bias)"));
     }
     if let Some((i, v)) = weights.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        let t = arena.tensors.iter().find(|t| i >= t.offset && i < t.offset + t.len()).map(|t| t.name.as_str()).unwrap_or("?");
+        let t = arena
+            .tensors
+            .iter()
+            .find(|t| i >= t.offset && i < t.offset + t.len())
+            .map(|t| t.name.as_str())
+            .unwrap_or("?");
         return Err(format!("{name}: tensor {t} holds a non-finite value ({v})"));
     }
-    Ok(Loaded {
-        in_channels,
-        arena,
-        weights,
-        momentum: (momentum_found > 0).then_some(momentum),
-        metadata,
-    })
+    Ok(Loaded { in_channels, arena, weights, momentum: (momentum_found > 0).then_some(momentum), metadata })
 }
 
 pub fn load(path: &Path, align: u64) -> Result<Loaded, String> {

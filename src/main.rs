@@ -134,7 +134,9 @@ fn install_interrupt_handler() {
             eprintln!("\ninterrupted again: exiting now");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: finishing the submitted steps and writing a checkpoint (press Ctrl-C again to exit at once)");
+        eprintln!(
+            "\ninterrupt: finishing the submitted steps and writing a checkpoint (press Ctrl-C again to exit at once)"
+        );
     });
 }
 
@@ -143,7 +145,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Adapters => {
             let all = gpu::enumerate_adapters();
             if all.is_empty() {
-                return Err("no GPU adapter found (is a Vulkan driver installed? on Debian: apt-get install mesa-vulkan-drivers libvulkan1)".into());
+                return Err("no GPU adapter found (is a Vulkan driver installed? on Debian: apt-get install \
+                    mesa-vulkan-drivers libvulkan1)"
+                    .into());
             }
             for a in &all {
                 println!("{}", gpu::describe_adapter(a));

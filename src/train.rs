@@ -123,7 +123,15 @@ impl Walk {
         let (mv, pv, permv) = (View::whole(&metrics), View::whole(&preds), View::whole(&perm));
         let make = |b: usize| {
             let mut s = Schedule::new(gpu, k, net, b, &table, &mv, &pv, lr, momentum);
-            s.prepare = Some(prep.bind(gpu, &split_gpu, &permv, &table, b, &View::whole(&s.acts.x), &View::whole(&s.acts.labels)));
+            s.prepare = Some(prep.bind(
+                gpu,
+                &split_gpu,
+                &permv,
+                &table,
+                b,
+                &View::whole(&s.acts.x),
+                &View::whole(&s.acts.labels),
+            ));
             s
         };
         let full = make(batch);
@@ -208,7 +216,14 @@ pub fn group_size(steps: usize) -> usize {
 
 impl<'g> Engine<'g> {
     /// Builds pipelines, uploads the data set and builds every bind group, once.
-    pub fn new(gpu: &'g Gpu, dataset: Dataset, batch_size: usize, lr: f32, momentum: f32, with_train: bool) -> Result<Engine<'g>, String> {
+    pub fn new(
+        gpu: &'g Gpu,
+        dataset: Dataset,
+        batch_size: usize,
+        lr: f32,
+        momentum: f32,
+        with_train: bool,
+    ) -> Result<Engine<'g>, String> {
         if batch_size == 0 {
             return Err("--batch-size: must be at least 1".into());
         }
@@ -234,7 +249,9 @@ impl<'g> Engine<'g> {
         let max_by_binding = gpu.limits.max_storage_buffer_binding_size as usize / per_image_bytes;
         let limit = max_batch.min(max_by_binding);
         if batch_size > limit {
-            return Err(format!("--batch-size {batch_size}: this adapter supports at most {limit} (dispatch and binding limits)"));
+            return Err(format!(
+                "--batch-size {batch_size}: this adapter supports at most {limit} (dispatch and binding limits)"
+            ));
         }
         let net = Lenet::new(gpu, dataset.channels);
         let train = if with_train {
@@ -244,7 +261,8 @@ impl<'g> Engine<'g> {
         };
         let test = Walk::new(gpu, &kernels, &net, &dataset, &dataset.test, "test set", batch_size, lr, momentum)?;
         gpu.check()?;
-        let max_rows = [train.as_ref().map(|w| w.steps).unwrap_or(0), test.steps].into_iter().map(group_size).max().unwrap_or(1);
+        let max_rows =
+            [train.as_ref().map(|w| w.steps).unwrap_or(0), test.steps].into_iter().map(group_size).max().unwrap_or(1);
         let staging = [0, 1].map(|i| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(if i == 0 { "metrics staging 0" } else { "metrics staging 1" }),
@@ -271,10 +289,9 @@ impl<'g> Engine<'g> {
     }
 
     fn wait(&self, p: Pending) -> Result<Vec<f32>, String> {
-        self.gpu
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None })
-            .map_err(|e| self.gpu.check().err().unwrap_or(format!("the GPU stopped executing work (device lost?): {e}")))?;
+        self.gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None }).map_err(
+            |e| self.gpu.check().err().unwrap_or(format!("the GPU stopped executing work (device lost?): {e}")),
+        )?;
         match pollster::block_on(p.rx.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(format!("GPU error reading metrics: {e}")),
@@ -293,7 +310,13 @@ impl<'g> Engine<'g> {
 
     /// Runs every step of a walk, `group_size` steps per submit, reading metrics back one group
     /// behind the GPU. `on_group` sees the running totals and steps done.
-    fn run_walk(&self, walk: &Walk, train: bool, steps: std::ops::Range<usize>, on_group: &mut dyn FnMut(&Totals, usize)) -> Result<Totals, String> {
+    fn run_walk(
+        &self,
+        walk: &Walk,
+        train: bool,
+        steps: std::ops::Range<usize>,
+        on_group: &mut dyn FnMut(&Totals, usize),
+    ) -> Result<Totals, String> {
         let g = group_size(walk.steps);
         let mut totals = Totals::default();
         let mut pending: Option<Pending> = None;
@@ -353,7 +376,12 @@ impl<'g> Engine<'g> {
 
     /// Trains the given steps of an epoch with the given sample order (tests inspect single
     /// steps this way; `train_epoch` runs them all).
-    pub fn train_steps(&self, order: &[u32], steps: std::ops::Range<usize>, on_group: &mut dyn FnMut(&Totals, usize)) -> Result<Totals, String> {
+    pub fn train_steps(
+        &self,
+        order: &[u32],
+        steps: std::ops::Range<usize>,
+        on_group: &mut dyn FnMut(&Totals, usize),
+    ) -> Result<Totals, String> {
         let walk = self.train.as_ref().ok_or("engine built without a training split")?;
         assert_eq!(order.len(), walk.split.len);
         self.gpu.queue.write_buffer(&walk.perm, 0, bytemuck::cast_slice(order));
@@ -375,7 +403,8 @@ impl<'g> Engine<'g> {
     /// test image (one more readback, for the per-class table at the end of a run).
     pub fn evaluate(&self, predictions: bool) -> Result<(Totals, Vec<u32>), String> {
         let totals = self.run_walk(&self.test, false, 0..self.test.steps, &mut |_, _| {})?;
-        let preds = if predictions { self.gpu.read_words(&self.test.preds, 0, self.test.split.len)? } else { Vec::new() };
+        let preds =
+            if predictions { self.gpu.read_words(&self.test.preds, 0, self.test.split.len)? } else { Vec::new() };
         Ok((totals, preds))
     }
 
@@ -469,7 +498,10 @@ fn write_resumable(dir: &std::path::Path, engine: &Engine, cfg: &TrainConfig, p:
 /// Parses a resumable checkpoint's metadata (`name` is the file, for errors): the progress
 /// fields, and the presence of every hyperparameter a resume compares.
 pub fn progress_from_metadata(name: &str, meta: &HashMap<String, String>) -> Result<Progress, String> {
-    let get = |k: &str| meta.get(k).ok_or_else(|| format!("{name}: metadata field {k} is missing; not a resumable gpu-lenet checkpoint"));
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| format!("{name}: metadata field {k} is missing; not a resumable gpu-lenet checkpoint"))
+    };
     let num = |k: &str| -> Result<u64, String> {
         get(k)?.trim().parse::<u64>().map_err(|_| format!("{name}: metadata field {k} is not a whole number"))
     };
@@ -482,21 +514,32 @@ pub fn progress_from_metadata(name: &str, meta: &HashMap<String, String>) -> Res
         .ok()
         .filter(|v| v.is_finite())
         .ok_or_else(|| format!("{name}: metadata field best_test_accuracy is not a number"))?;
-    let epochs_done = usize::try_from(num("epoch")?).map_err(|_| format!("{name}: metadata field epoch is too large"))?;
+    let epochs_done =
+        usize::try_from(num("epoch")?).map_err(|_| format!("{name}: metadata field epoch is too large"))?;
     let step = usize::try_from(num("step")?).map_err(|_| format!("{name}: metadata field step is too large"))?;
     Ok(Progress { epochs_done, step, shuffle_rng: num("shuffle_rng")?, best_test_accuracy: best })
 }
 
 /// Loads `DIR/last.safetensors` for `--resume`, checking it against the flags.
-fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align: u64) -> Result<(checkpoint::Loaded, Progress), String> {
+fn load_resumable(
+    dir: &std::path::Path,
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    align: u64,
+) -> Result<(checkpoint::Loaded, Progress), String> {
     let path = dir.join("last.safetensors");
     if !path.exists() {
-        return Err(format!("--resume {}: no last.safetensors there (written by --checkpoint-dir after each epoch)", dir.display()));
+        return Err(format!(
+            "--resume {}: no last.safetensors there (written by --checkpoint-dir after each epoch)",
+            dir.display()
+        ));
     }
     let l = checkpoint::load(&path, align)?;
     let name = path.display().to_string();
     if l.momentum.is_none() {
-        return Err(format!("{name}: holds no momentum.* tensors; not a resumable checkpoint (use --init to start from its weights)"));
+        return Err(format!(
+            "{name}: holds no momentum.* tensors; not a resumable checkpoint (use --init to start from its weights)"
+        ));
     }
     let progress = progress_from_metadata(&name, &l.metadata)?;
     let mut differ = Vec::new();
@@ -508,7 +551,8 @@ fn load_resumable(dir: &std::path::Path, cfg: &TrainConfig, ds: &Dataset, align:
     }
     if !differ.is_empty() && !cfg.allow_changed_hyperparameters {
         return Err(format!(
-            "--resume {}: hyperparameters differ from the checkpoint's ({}); pass the same flags, or --allow-changed-hyperparameters to continue with the new ones",
+            "--resume {}: hyperparameters differ from the checkpoint's ({}); pass the same flags, or \
+                --allow-changed-hyperparameters to continue with the new ones",
             dir.display(),
             differ.join("; ")
         ));
@@ -553,14 +597,20 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
     let started = Instant::now();
     let engine = Engine::new(gpu, ds, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
     let ds = &engine.dataset;
-    let mut progress = Progress { epochs_done: 0, step: 0, shuffle_rng: Rng::for_purpose(cfg.seed, "shuffle").state, best_test_accuracy: -1.0 };
+    let mut progress = Progress {
+        epochs_done: 0,
+        step: 0,
+        shuffle_rng: Rng::for_purpose(cfg.seed, "shuffle").state,
+        best_test_accuracy: -1.0,
+    };
     match (&resumed, &init) {
         (Some((l, p)), _) => {
             engine.upload_weights(&l.weights, l.momentum.as_deref());
             progress = p.clone();
             if progress.epochs_done >= cfg.epochs {
                 return Err(format!(
-                    "--resume: the checkpoint has already trained {} epoch(s); pass --epochs larger than that to train more",
+                    "--resume: the checkpoint has already trained {} epoch(s); pass --epochs larger than that to \
+                        train more",
                     progress.epochs_done
                 ));
             }
@@ -568,14 +618,19 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
                 "Resuming from {} after epoch {}{}",
                 cfg.resume.as_ref().map(|d| d.join("last.safetensors").display().to_string()).unwrap_or_default(),
                 progress.epochs_done,
-                if progress.step > 0 { format!(" and {} step(s) of epoch {}", progress.step, progress.epochs_done + 1) } else { String::new() }
+                if progress.step > 0 {
+                    format!(" and {} step(s) of epoch {}", progress.step, progress.epochs_done + 1)
+                } else {
+                    String::new()
+                }
             );
         }
         (None, Some(l)) => engine.upload_weights(&l.weights, None),
         (None, None) => engine.upload_weights(&init_weights(&engine.net, cfg.seed), None),
     }
     println!(
-        "Training LeNet-5 on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}, {} dispatches per step, {} submits per epoch",
+        "Training LeNet-5 on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}, \
+            {} dispatches per step, {} submits per epoch",
         ds.name,
         ds.train.len(),
         ds.test.len(),
@@ -594,7 +649,8 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
     let mut reports = Vec::new();
     let mut first_step_logged = false;
     // Test hook for the GPU-fault path: destroy the device after this many epochs.
-    let destroy_after: Option<usize> = std::env::var("GPU_LENET_TEST_LOSE_DEVICE_AFTER_EPOCH").ok().and_then(|v| v.parse().ok());
+    let destroy_after: Option<usize> =
+        std::env::var("GPU_LENET_TEST_LOSE_DEVICE_AFTER_EPOCH").ok().and_then(|v| v.parse().ok());
     for epoch in progress.epochs_done + 1..=cfg.epochs {
         if destroy_after.is_some_and(|n| epoch == n + 1) {
             gpu.device.destroy();
@@ -622,21 +678,25 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         let saved_epochs = progress.epochs_done;
         let intact = |e: String| match &checkpoint_dir {
             Some(d) if saved_epochs > 0 => {
-                format!("{e}; the checkpoint of epoch {saved_epochs} ({}) is intact", d.join("last.safetensors").display())
+                format!(
+                    "{e}; the checkpoint of epoch {saved_epochs} ({}) is intact",
+                    d.join("last.safetensors").display()
+                )
             }
             _ => e,
         };
-        let totals = engine.train_steps(&order, first_step..steps, &mut |t, done| {
-            if !first_step_logged {
-                first_step_logged = true;
-                if std::env::var_os("GPU_LENET_LOG_STARTUP").is_some() {
-                    eprintln!("first steps done {:.2} s after launch", launched().elapsed().as_secs_f64());
+        let totals = engine
+            .train_steps(&order, first_step..steps, &mut |t, done| {
+                if !first_step_logged {
+                    first_step_logged = true;
+                    if std::env::var_os("GPU_LENET_LOG_STARTUP").is_some() {
+                        eprintln!("first steps done {:.2} s after launch", launched().elapsed().as_secs_f64());
+                    }
                 }
-            }
-            bar.set_position(done as u64);
-            bar.set_message(format!("loss {:.4}", t.mean_loss()));
-        })
-        .map_err(intact)?;
+                bar.set_position(done as u64);
+                bar.set_message(format!("loss {:.4}", t.mean_loss()));
+            })
+            .map_err(intact)?;
         let train_secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if let Some(s) = totals.first_non_finite {
@@ -645,7 +705,8 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
                 _ => "; the last checkpoint written (if any) was kept",
             };
             return Err(format!(
-                "training diverged: the loss became non-finite at epoch {epoch}, step {} of {steps}; try a lower --lr (now {}){kept}",
+                "training diverged: the loss became non-finite at epoch {epoch}, step {} of {steps}; try a lower \
+                    --lr (now {}){kept}",
                 s + 1,
                 cfg.lr
             ));
@@ -657,7 +718,10 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             let hint = match &checkpoint_dir {
                 Some(d) => {
                     write_resumable(d, &engine, cfg, &progress)?;
-                    format!("checkpoint written; continue with: gpu-lenet train --resume {} (and the same flags)", d.display())
+                    format!(
+                        "checkpoint written; continue with: gpu-lenet train --resume {} (and the same flags)",
+                        d.display()
+                    )
                 }
                 None => "no --checkpoint-dir was given, so nothing was saved".to_string(),
             };
@@ -741,7 +805,12 @@ pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), String> 
 }
 
 /// The whole `eval` command.
-pub fn evaluate_checkpoint(gpu: &Gpu, ds: Dataset, checkpoint_path: &std::path::Path, batch_size: usize) -> Result<Totals, String> {
+pub fn evaluate_checkpoint(
+    gpu: &Gpu,
+    ds: Dataset,
+    checkpoint_path: &std::path::Path,
+    batch_size: usize,
+) -> Result<Totals, String> {
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
     check_channels(checkpoint_path, &l, &ds)?;
     let engine = Engine::new(gpu, ds, batch_size, 0.0, 0.0, false)?;

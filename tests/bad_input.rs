@@ -71,11 +71,15 @@ fn idx_header(magic: u32, dims: &[u32]) -> Vec<u8> {
 }
 
 /// A checkpoint built from LeNet's tensors with edits.
-fn tensors_file(tag: &str, edit: &dyn Fn(&mut Vec<(String, Dtype, Vec<usize>)>)) -> PathBuf {
+/// A checkpoint's tensors as (name, dtype, shape).
+type Tensors = Vec<(String, Dtype, Vec<usize>)>;
+
+fn tensors_file(tag: &str, edit: &dyn Fn(&mut Tensors)) -> PathBuf {
     let mut t: Vec<(String, Dtype, Vec<usize>)> =
         gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n.to_string(), Dtype::F32, s)).collect();
     edit(&mut t);
-    let bufs: Vec<Vec<u8>> = t.iter().map(|(_, dt, s)| vec![0u8; s.iter().product::<usize>() * dt.bitsize() / 8]).collect();
+    let bufs: Vec<Vec<u8>> =
+        t.iter().map(|(_, dt, s)| vec![0u8; s.iter().product::<usize>() * dt.bitsize() / 8]).collect();
     let views: Vec<(String, TensorView)> =
         t.iter().zip(&bufs).map(|((n, dt, s), b)| (n.clone(), TensorView::new(*dt, s.clone(), b).unwrap())).collect();
     let p = root().join(format!("{tag}.safetensors"));
@@ -115,7 +119,13 @@ struct Case {
 }
 
 fn case(name: &'static str, args: &[&str], expect: &[&'static str]) -> Case {
-    Case { name, args: args.iter().map(|s| s.to_string()).collect(), env: vec![], expect: expect.to_vec(), keep: vec![] }
+    Case {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        expect: expect.to_vec(),
+        keep: vec![],
+    }
 }
 
 fn s(p: &Path) -> String {
@@ -125,18 +135,26 @@ fn s(p: &Path) -> String {
 #[test]
 fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
     let mut cases = Vec::new();
-    let train_cifar = |dir: &Path| vec!["train".to_string(), "--dataset".into(), "cifar10".into(), "--no-download".into(), "--data".into(), s(dir)];
+    let train_cifar = |dir: &Path| {
+        vec!["train".to_string(), "--dataset".into(), "cifar10".into(), "--no-download".into(), "--data".into(), s(dir)]
+    };
 
     // CIFAR-10 files.
     let d = cifar_dir("truncated");
     let f = d.join("data_batch_1.bin");
     let b = std::fs::read(&f).unwrap();
     std::fs::write(&f, &b[..b.len() - 1000]).unwrap();
-    cases.push(Case { args: train_cifar(&d), ..case("truncated CIFAR batch", &[], &["data_batch_1.bin", "3073", "truncated"]) });
+    cases.push(Case {
+        args: train_cifar(&d),
+        ..case("truncated CIFAR batch", &[], &["data_batch_1.bin", "3073", "truncated"])
+    });
     let d = cifar_dir("oversized");
     let big: Vec<u8> = (0..10_001 * 3073).map(|i| if i % 3073 == 0 { 1 } else { 9 }).collect();
     std::fs::write(d.join("data_batch_2.bin"), big).unwrap();
-    cases.push(Case { args: train_cifar(&d), ..case("oversized CIFAR batch", &[], &["data_batch_2.bin", "10001 records", "10000"]) });
+    cases.push(Case {
+        args: train_cifar(&d),
+        ..case("oversized CIFAR batch", &[], &["data_batch_2.bin", "10001 records", "10000"])
+    });
     for label in [10u8, 255] {
         let d = cifar_dir(if label == 10 { "label10" } else { "label255" });
         let f = d.join("test_batch.bin");
@@ -144,29 +162,53 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
         b[2 * 3073] = label;
         std::fs::write(&f, b).unwrap();
         let expect: &'static str = if label == 10 { "label 10 " } else { "label 255 " };
-        cases.push(Case { args: train_cifar(&d), ..case("bad CIFAR label", &[], &["test_batch.bin", "record 2", expect, "0-9"]) });
+        cases.push(Case {
+            args: train_cifar(&d),
+            ..case("bad CIFAR label", &[], &["test_batch.bin", "record 2", expect, "0-9"])
+        });
     }
     let d = cifar_dir("notest");
     std::fs::remove_file(d.join("test_batch.bin")).unwrap();
     cases.push(Case { args: train_cifar(&d), ..case("missing test_batch.bin", &[], &["test_batch.bin", "missing"]) });
     let d = root().join("empty");
     std::fs::create_dir_all(&d).unwrap();
-    cases.push(Case { args: train_cifar(&d), ..case("empty CIFAR folder", &[], &["data_batch_1.bin", "no training batch file"]) });
+    cases.push(Case {
+        args: train_cifar(&d),
+        ..case("empty CIFAR folder", &[], &["data_batch_1.bin", "no training batch file"])
+    });
     let d = cifar_dir("zerofile");
     std::fs::write(d.join("data_batch_1.bin"), b"").unwrap();
     cases.push(Case { args: train_cifar(&d), ..case("empty batch file", &[], &["data_batch_1.bin", "empty"]) });
     let d = cifar_dir("meta");
     std::fs::write(d.join("batches.meta.txt"), "cat\ndog\n").unwrap();
-    cases.push(Case { args: train_cifar(&d), ..case("short batches.meta.txt", &[], &["batches.meta.txt", "10 class names"]) });
+    cases.push(Case {
+        args: train_cifar(&d),
+        ..case("short batches.meta.txt", &[], &["batches.meta.txt", "10 class names"])
+    });
 
     // Fashion-MNIST IDX files.
-    let fashion = |d: &Path| vec!["train".to_string(), "--dataset".into(), "fashion-mnist".into(), "--data".into(), s(d)];
+    let fashion =
+        |d: &Path| vec!["train".to_string(), "--dataset".into(), "fashion-mnist".into(), "--data".into(), s(d)];
     let d = fashion_dir("magic");
-    std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), gz(&[idx_header(0x804, &[2, 28, 28]), vec![0; 2 * 784]].concat())).unwrap();
-    cases.push(Case { args: fashion(&d), ..case("IDX wrong magic", &[], &["t10k-images-idx3-ubyte.gz", "magic 0x00000804", "0x00000803"]) });
+    std::fs::write(
+        d.join("t10k-images-idx3-ubyte.gz"),
+        gz(&[idx_header(0x804, &[2, 28, 28]), vec![0; 2 * 784]].concat()),
+    )
+    .unwrap();
+    cases.push(Case {
+        args: fashion(&d),
+        ..case("IDX wrong magic", &[], &["t10k-images-idx3-ubyte.gz", "magic 0x00000804", "0x00000803"])
+    });
     let d = fashion_dir("dims");
-    std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), gz(&[idx_header(0x803, &[2, 32, 28]), vec![0; 2 * 32 * 28]].concat())).unwrap();
-    cases.push(Case { args: fashion(&d), ..case("IDX wrong dimension", &[], &["t10k-images-idx3-ubyte.gz", "32x28", "28x28"]) });
+    std::fs::write(
+        d.join("t10k-images-idx3-ubyte.gz"),
+        gz(&[idx_header(0x803, &[2, 32, 28]), vec![0; 2 * 32 * 28]].concat()),
+    )
+    .unwrap();
+    cases.push(Case {
+        args: fashion(&d),
+        ..case("IDX wrong dimension", &[], &["t10k-images-idx3-ubyte.gz", "32x28", "28x28"])
+    });
     let d = fashion_dir("gzip");
     let mut bad = gz(&[idx_header(0x803, &[4, 28, 28]), vec![0; 4 * 784]].concat());
     let mid = bad.len() / 2;
@@ -174,65 +216,151 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
     std::fs::write(d.join("train-images-idx3-ubyte.gz"), bad).unwrap();
     cases.push(Case { args: fashion(&d), ..case("corrupt gzip", &[], &["train-images-idx3-ubyte.gz", "gzip"]) });
     let d = fashion_dir("idxshort");
-    std::fs::write(d.join("train-images-idx3-ubyte.gz"), gz(&[idx_header(0x803, &[4, 28, 28]), vec![0; 3 * 784]].concat())).unwrap();
+    std::fs::write(
+        d.join("train-images-idx3-ubyte.gz"),
+        gz(&[idx_header(0x803, &[4, 28, 28]), vec![0; 3 * 784]].concat()),
+    )
+    .unwrap();
     cases.push(Case { args: fashion(&d), ..case("IDX truncated", &[], &["train-images-idx3-ubyte.gz", "truncated"]) });
     let d = fashion_dir("idxlabel");
-    std::fs::write(d.join("train-labels-idx1-ubyte.gz"), gz(&[idx_header(0x801, &[4]), vec![1, 2, 12, 3]].concat())).unwrap();
-    cases.push(Case { args: fashion(&d), ..case("IDX label 12", &[], &["train-labels-idx1-ubyte.gz", "label 2 is 12", "0-9"]) });
+    std::fs::write(d.join("train-labels-idx1-ubyte.gz"), gz(&[idx_header(0x801, &[4]), vec![1, 2, 12, 3]].concat()))
+        .unwrap();
+    cases.push(Case {
+        args: fashion(&d),
+        ..case("IDX label 12", &[], &["train-labels-idx1-ubyte.gz", "label 2 is 12", "0-9"])
+    });
     let d = fashion_dir("count");
-    std::fs::write(d.join("train-labels-idx1-ubyte.gz"), gz(&[idx_header(0x801, &[3]), vec![1, 2, 3]].concat())).unwrap();
-    cases.push(Case { args: fashion(&d), ..case("IDX count mismatch", &[], &["train-labels-idx1-ubyte.gz", "3 labels for 4 images"]) });
+    std::fs::write(d.join("train-labels-idx1-ubyte.gz"), gz(&[idx_header(0x801, &[3]), vec![1, 2, 3]].concat()))
+        .unwrap();
+    cases.push(Case {
+        args: fashion(&d),
+        ..case("IDX count mismatch", &[], &["train-labels-idx1-ubyte.gz", "3 labels for 4 images"])
+    });
 
     // Checkpoints given to --init.
     let data = s(&fixture("cifar"));
-    let init = |p: &Path| vec!["train".to_string(), "--dataset".into(), "cifar10".into(), "--data".into(), data.clone(), "--init".into(), s(p)];
+    let init = |p: &Path| {
+        vec![
+            "train".to_string(),
+            "--dataset".into(),
+            "cifar10".into(),
+            "--data".into(),
+            data.clone(),
+            "--init".into(),
+            s(p),
+        ]
+    };
     let p = tensors_file("missing", &|t| t.retain(|x| x.0 != "fc2.weight"));
-    cases.push(Case { args: init(&p), ..case("checkpoint missing tensor", &[], &["missing.safetensors", "fc2.weight", "missing"]) });
+    cases.push(Case {
+        args: init(&p),
+        ..case("checkpoint missing tensor", &[], &["missing.safetensors", "fc2.weight", "missing"])
+    });
     let p = tensors_file("extra", &|t| t.push(("fc4.bias".into(), Dtype::F32, vec![3])));
-    cases.push(Case { args: init(&p), ..case("checkpoint extra tensor", &[], &["extra.safetensors", "fc4.bias", "unexpected"]) });
-    let p = tensors_file("shape", &|t| t.iter_mut().filter(|x| x.0 == "conv2.weight").for_each(|x| x.2 = vec![16, 6, 3, 3]));
-    cases.push(Case { args: init(&p), ..case("checkpoint wrong shape", &[], &["shape.safetensors", "conv2.weight", "[16, 6, 3, 3]", "[16, 6, 5, 5]"]) });
+    cases.push(Case {
+        args: init(&p),
+        ..case("checkpoint extra tensor", &[], &["extra.safetensors", "fc4.bias", "unexpected"])
+    });
+    let p = tensors_file("shape", &|t| {
+        t.iter_mut().filter(|x| x.0 == "conv2.weight").for_each(|x| x.2 = vec![16, 6, 3, 3])
+    });
+    cases.push(Case {
+        args: init(&p),
+        ..case("checkpoint wrong shape", &[], &["shape.safetensors", "conv2.weight", "[16, 6, 3, 3]", "[16, 6, 5, 5]"])
+    });
     let p = tensors_file("f16", &|t| t.iter_mut().filter(|x| x.0 == "fc1.weight").for_each(|x| x.1 = Dtype::F16));
-    cases.push(Case { args: init(&p), ..case("checkpoint F16", &[], &["f16.safetensors", "fc1.weight", "F16", "F32"]) });
+    cases
+        .push(Case { args: init(&p), ..case("checkpoint F16", &[], &["f16.safetensors", "fc1.weight", "F16", "F32"]) });
     let p = tensors_file("i64", &|t| t.iter_mut().filter(|x| x.0 == "fc3.bias").for_each(|x| x.1 = Dtype::I64));
     cases.push(Case { args: init(&p), ..case("checkpoint I64", &[], &["i64.safetensors", "fc3.bias", "I64", "F32"]) });
     let good = std::fs::read(fixture("init.safetensors")).unwrap();
     let p = raw_file("truncated.safetensors", &good[..good.len() - 100]);
-    cases.push(Case { args: init(&p), ..case("checkpoint truncated payload", &[], &["truncated.safetensors", "not a valid safetensors"]) });
+    cases.push(Case {
+        args: init(&p),
+        ..case("checkpoint truncated payload", &[], &["truncated.safetensors", "not a valid safetensors"])
+    });
     let mut notjson = 16u64.to_le_bytes().to_vec();
     notjson.extend_from_slice(b"this is not json");
     let p = raw_file("notjson.safetensors", &notjson);
-    cases.push(Case { args: init(&p), ..case("checkpoint header not JSON", &[], &["notjson.safetensors", "not a valid safetensors"]) });
+    cases.push(Case {
+        args: init(&p),
+        ..case("checkpoint header not JSON", &[], &["notjson.safetensors", "not a valid safetensors"])
+    });
     let mut beyond = 1_000_000u64.to_le_bytes().to_vec();
     beyond.extend_from_slice(b"{}");
     let p = raw_file("beyond.safetensors", &beyond);
-    cases.push(Case { args: init(&p), ..case("checkpoint header length beyond the file", &[], &["beyond.safetensors", "not a valid safetensors"]) });
+    cases.push(Case {
+        args: init(&p),
+        ..case("checkpoint header length beyond the file", &[], &["beyond.safetensors", "not a valid safetensors"])
+    });
     let p = raw_file("text.safetensors", b"hello, I am a text file\n");
-    cases.push(Case { args: init(&p), ..case("not safetensors at all", &[], &["text.safetensors", "not a valid safetensors"]) });
-    let p = tensors_file("onechannel", &|t| t.iter_mut().filter(|x| x.0 == "conv1.weight").for_each(|x| x.2 = vec![6, 1, 5, 5]));
-    cases.push(Case { args: init(&p), ..case("1-channel checkpoint on CIFAR", &[], &["onechannel.safetensors", "input channel", "cifar10"]) });
-    cases.push(case("eval of a missing checkpoint", &["eval", "--dataset", "cifar10", "--data", &data, "--checkpoint", "/nonexistent/w.safetensors"], &["/nonexistent/w.safetensors", "cannot read"]));
+    cases.push(Case {
+        args: init(&p),
+        ..case("not safetensors at all", &[], &["text.safetensors", "not a valid safetensors"])
+    });
+    let p = tensors_file("onechannel", &|t| {
+        t.iter_mut().filter(|x| x.0 == "conv1.weight").for_each(|x| x.2 = vec![6, 1, 5, 5])
+    });
+    cases.push(Case {
+        args: init(&p),
+        ..case("1-channel checkpoint on CIFAR", &[], &["onechannel.safetensors", "input channel", "cifar10"])
+    });
+    cases.push(case(
+        "eval of a missing checkpoint",
+        &["eval", "--dataset", "cifar10", "--data", &data, "--checkpoint", "/nonexistent/w.safetensors"],
+        &["/nonexistent/w.safetensors", "cannot read"],
+    ));
 
     // Flags.
     fn syn<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         [&["train", "--dataset", "synthetic"][..], extra].concat()
     }
     cases.push(case("--batch-size 0", &syn(&["--batch-size", "0"]), &["--batch-size", "at least 1"]));
-    cases.push(case("batch too large for the adapter", &["train", "--dataset", "cifar10", "--data", &data, "--batch-size", "100000000"], &["--batch-size 100000000", "at most"]));
+    cases.push(case(
+        "batch too large for the adapter",
+        &["train", "--dataset", "cifar10", "--data", &data, "--batch-size", "100000000"],
+        &["--batch-size 100000000", "at most"],
+    ));
     cases.push(case("--epochs 0", &syn(&["--epochs", "0"]), &["--epochs", "at least 1"]));
     cases.push(case("negative --lr", &syn(&["--lr", "-0.1"]), &["--lr -0.1", "positive"]));
     cases.push(case("NaN --lr", &syn(&["--lr", "NaN"]), &["--lr NaN", "positive"]));
-    cases.push(case("--momentum 1.5", &["train", "--dataset", "cifar10", "--data", &data, "--momentum", "1.5"], &["--momentum 1.5", "[0, 1)"]));
-    cases.push(case("unknown adapter", &syn(&["--adapter", "cuda"]), &["cuda", "auto, vulkan, metal, dx12, gl, lavapipe"]));
+    cases.push(case(
+        "--momentum 1.5",
+        &["train", "--dataset", "cifar10", "--data", &data, "--momentum", "1.5"],
+        &["--momentum 1.5", "[0, 1)"],
+    ));
+    cases.push(case(
+        "unknown adapter",
+        &syn(&["--adapter", "cuda"]),
+        &["cuda", "auto, vulkan, metal, dx12, gl, lavapipe"],
+    ));
 
     // Outputs that cannot be written, and existing files that must survive.
     let keep = root().join("keep.safetensors");
     std::fs::write(&keep, b"user's weights").unwrap();
-    cases.push(Case { keep: vec![keep.clone()], ..case("unwritable --save folder", &["train", "--dataset", "cifar10", "--data", &data, "--save", "/nonexistent-dir/w.safetensors"], &["--save", "/nonexistent-dir"]) });
-    cases.push(case("--save on a read-only location", &["train", "--dataset", "cifar10", "--data", &data, "--save", "/proc/gpu-lenet.safetensors"], &["--save", "/proc"]));
-    cases.push(case("--checkpoint-dir on a read-only location", &["train", "--dataset", "cifar10", "--data", &data, "--checkpoint-dir", "/proc/gpu-lenet-ckpt"], &["--checkpoint-dir", "/proc/gpu-lenet-ckpt"]));
+    cases.push(Case {
+        keep: vec![keep.clone()],
+        ..case(
+            "unwritable --save folder",
+            &["train", "--dataset", "cifar10", "--data", &data, "--save", "/nonexistent-dir/w.safetensors"],
+            &["--save", "/nonexistent-dir"],
+        )
+    });
+    cases.push(case(
+        "--save on a read-only location",
+        &["train", "--dataset", "cifar10", "--data", &data, "--save", "/proc/gpu-lenet.safetensors"],
+        &["--save", "/proc"],
+    ));
+    cases.push(case(
+        "--checkpoint-dir on a read-only location",
+        &["train", "--dataset", "cifar10", "--data", &data, "--checkpoint-dir", "/proc/gpu-lenet-ckpt"],
+        &["--checkpoint-dir", "/proc/gpu-lenet-ckpt"],
+    ));
     if Path::new("/dev/full").exists() {
-        cases.push(case("--metrics on a full device", &["train", "--dataset", "cifar10", "--data", &data, "--epochs", "1", "--metrics", "/dev/full"], &["--metrics /dev/full", "cannot write"]));
+        cases.push(case(
+            "--metrics on a full device",
+            &["train", "--dataset", "cifar10", "--data", &data, "--epochs", "1", "--metrics", "/dev/full"],
+            &["--metrics /dev/full", "cannot write"],
+        ));
     }
     let bad_input_keeps_save = cifar_dir("keepsave");
     std::fs::write(bad_input_keeps_save.join("test_batch.bin"), b"x").unwrap();
@@ -242,7 +370,15 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
         ..case("bad data with an existing --save file", &[], &["test_batch.bin", "3073"])
     });
     cases.push(Case {
-        args: vec!["train".into(), "--dataset".into(), "cifar10".into(), "--data".into(), data.clone(), "--resume".into(), s(&fixture("."))],
+        args: vec![
+            "train".into(),
+            "--dataset".into(),
+            "cifar10".into(),
+            "--data".into(),
+            data.clone(),
+            "--resume".into(),
+            s(&fixture(".")),
+        ],
         ..case("--resume from a folder without last.safetensors", &[], &["--resume", "last.safetensors"])
     });
 
@@ -252,8 +388,17 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
     let _ = std::fs::remove_dir_all(&dl);
     std::fs::create_dir_all(&dl).unwrap();
     cases.push(Case {
-        args: vec!["train".into(), "--dataset".into(), "cifar10".into(), "--data".into(), s(&dl.join("cifar-10-batches-bin"))],
-        env: vec![("GPU_LENET_TEST_CIFAR_URL".into(), url), ("GPU_LENET_TEST_CIFAR_MD5".into(), "00112233445566778899aabbccddeeff".into())],
+        args: vec![
+            "train".into(),
+            "--dataset".into(),
+            "cifar10".into(),
+            "--data".into(),
+            s(&dl.join("cifar-10-batches-bin")),
+        ],
+        env: vec![
+            ("GPU_LENET_TEST_CIFAR_URL".into(), url),
+            ("GPU_LENET_TEST_CIFAR_MD5".into(), "00112233445566778899aabbccddeeff".into()),
+        ],
         ..case("download with a wrong md5", &[], &["md5", "00112233445566778899aabbccddeeff", "deleted"])
     });
 

@@ -33,7 +33,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
         c.env(k, v);
     }
     let o = c.output().unwrap();
-    let r = Run { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() };
+    let r = Run {
+        ok: o.status.success(),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    };
     assert!(!r.stderr.contains("panicked"), "gpu-lenet {args:?} panicked:\n{}", r.stderr);
     r
 }
@@ -49,7 +53,19 @@ fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint
     let (m, ck) = (d.join("m.jsonl"), d.join("w.safetensors"));
     let data = fixture("cifar");
     let r = run(
-        &["train", "--dataset", "cifar10", "--data", data.to_str().unwrap(), "--epochs", "2", "--metrics", m.to_str().unwrap(), "--save", ck.to_str().unwrap()],
+        &[
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--metrics",
+            m.to_str().unwrap(),
+            "--save",
+            ck.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(r.ok, "{}", r.stderr);
@@ -59,7 +75,10 @@ fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint
         let prefix = format!("Epoch {}, Loss: ", i + 1);
         assert!(l.starts_with(&prefix), "{l}");
         let loss = &l[prefix.len()..l.find(',').map(|_| prefix.len() + 6).unwrap()];
-        assert!(loss.len() == 6 && loss.as_bytes()[1] == b'.' && loss.parse::<f64>().is_ok(), "loss printed as X.XXXX: {l}");
+        assert!(
+            loss.len() == 6 && loss.as_bytes()[1] == b'.' && loss.parse::<f64>().is_ok(),
+            "loss printed as X.XXXX: {l}"
+        );
         assert!(l.contains("Test loss: ") && l.contains("Test accuracy: ") && l.contains("images/s"), "{l}");
     }
     for class in ["airplane", "automobile", "truck"] {
@@ -76,14 +95,18 @@ fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint
     assert!((0.0..=1.0).contains(&acc));
 
     // eval on the saved checkpoint agrees with the last epoch's test accuracy.
-    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap(), "--dataset", "cifar10", "--data", data.to_str().unwrap()], &[]);
+    let e = run(
+        &["eval", "--checkpoint", ck.to_str().unwrap(), "--dataset", "cifar10", "--data", data.to_str().unwrap()],
+        &[],
+    );
     assert!(e.ok, "{}", e.stderr);
     assert!(e.stdout.contains(&format!("Test accuracy: {:.2}%", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
     assert!(e.stdout.contains("Accuracy for class: truck"));
 }
 
 fn write_tensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]) {
-    let bufs: Vec<Vec<u8>> = tensors.iter().map(|(_, dt, s)| vec![0u8; s.iter().product::<usize>() * dt.bitsize() / 8]).collect();
+    let bufs: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, dt, s)| vec![0u8; s.iter().product::<usize>() * dt.bitsize() / 8]).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .zip(&bufs)
@@ -96,18 +119,33 @@ fn write_tensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]
 fn init_refuses_checkpoints_whose_tensors_do_not_fit_naming_the_tensor() {
     use safetensors::Dtype::{F16, F32};
     let d = temp_dir("init");
-    let good: Vec<(&str, safetensors::Dtype, Vec<usize>)> = gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n, F32, s)).collect();
+    type Tensors = Vec<(&'static str, safetensors::Dtype, Vec<usize>)>;
+    let good: Tensors =
+        gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n, F32, s)).collect();
     let data = fixture("cifar");
-    let cases: Vec<(&str, Vec<(&str, safetensors::Dtype, Vec<usize>)>, &str)> = vec![
+    let cases: Vec<(&str, Tensors, &str)> = vec![
         ("missing", good.iter().filter(|t| t.0 != "fc2.bias").cloned().collect(), "fc2.bias"),
-        ("shape", good.iter().map(|t| if t.0 == "fc1.weight" { ("fc1.weight", F32, vec![120, 399]) } else { t.clone() }).collect(), "fc1.weight"),
-        ("dtype", good.iter().map(|t| if t.0 == "conv2.bias" { ("conv2.bias", F16, vec![16]) } else { t.clone() }).collect(), "conv2.bias"),
+        (
+            "shape",
+            good.iter()
+                .map(|t| if t.0 == "fc1.weight" { ("fc1.weight", F32, vec![120, 399]) } else { t.clone() })
+                .collect(),
+            "fc1.weight",
+        ),
+        (
+            "dtype",
+            good.iter().map(|t| if t.0 == "conv2.bias" { ("conv2.bias", F16, vec![16]) } else { t.clone() }).collect(),
+            "conv2.bias",
+        ),
         ("extra", good.iter().cloned().chain([("fc4.weight", F32, vec![2])]).collect(), "fc4.weight"),
     ];
     for (tag, tensors, name) in cases {
         let p = d.join(format!("{tag}.safetensors"));
         write_tensors(&p, &tensors);
-        let r = run(&["train", "--dataset", "cifar10", "--data", data.to_str().unwrap(), "--init", p.to_str().unwrap()], &[]);
+        let r = run(
+            &["train", "--dataset", "cifar10", "--data", data.to_str().unwrap(), "--init", p.to_str().unwrap()],
+            &[],
+        );
         assert!(!r.ok, "{tag} accepted");
         let line = r.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{tag}: {}", r.stderr));
         assert!(line.contains(name) && line.contains(&format!("{tag}.safetensors")), "{tag}: {line}");
@@ -178,7 +216,8 @@ fn a_download_with_the_wrong_md5_is_refused_and_deleted() {
     let (url, _) = serve(body);
     let d = temp_dir("badmd5");
     let dir = d.join("cifar-10-batches-bin");
-    let env = [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", "0123456789abcdef0123456789abcdef")];
+    let env =
+        [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", "0123456789abcdef0123456789abcdef")];
     let r = run(&["train", "--dataset", "cifar10", "--data", dir.to_str().unwrap()], &env);
     assert!(!r.ok);
     assert!(r.stderr.contains("md5") && r.stderr.contains("0123456789abcdef0123456789abcdef"), "{}", r.stderr);
@@ -193,7 +232,8 @@ fn an_unreachable_host_or_no_download_names_the_alternatives() {
     let d = temp_dir("offline");
     let dir = d.join("cifar-10-batches-bin");
     let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
-    let env = [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", "0123456789abcdef0123456789abcdef")];
+    let env =
+        [("GPU_LENET_TEST_CIFAR_URL", url.as_str()), ("GPU_LENET_TEST_CIFAR_MD5", "0123456789abcdef0123456789abcdef")];
     for extra in [None, Some("--no-download")] {
         let mut args = vec!["train", "--dataset", "cifar10", "--data", dir.to_str().unwrap()];
         args.extend(extra);
@@ -210,7 +250,10 @@ fn an_unreachable_host_or_no_download_names_the_alternatives() {
 fn synthetic_set_reaches_95_percent() {
     let d = temp_dir("synthetic");
     let m = d.join("m.jsonl");
-    let r = run(&["train", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.01", "--metrics", m.to_str().unwrap()], &[]);
+    let r = run(
+        &["train", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.01", "--metrics", m.to_str().unwrap()],
+        &[],
+    );
     assert!(r.ok, "{}", r.stderr);
     let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.95, "synthetic test accuracy {acc} after 2 epochs:\n{}", r.stdout);
@@ -222,7 +265,22 @@ fn fashion_mnist_one_epoch_reaches_80_percent() {
     assert!(dir.is_dir(), "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)");
     let d = temp_dir("fashion");
     let m = d.join("m.jsonl");
-    let r = run(&["train", "--dataset", "fashion-mnist", "--epochs", "1", "--lr", "0.01", "--batch-size", "64", "--metrics", m.to_str().unwrap()], &[]);
+    let r = run(
+        &[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "64",
+            "--metrics",
+            m.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(r.ok, "{}", r.stderr);
     let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
     println!("{}", r.stdout);
@@ -237,7 +295,11 @@ fn an_adapter_that_is_not_there_is_named_with_what_exists() {
     assert!(!r.ok);
     let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
-    assert!(errors[0].contains(&format!("adapter '{missing}' not found")) && errors[0].contains("adapters found:"), "{}", errors[0]);
+    assert!(
+        errors[0].contains(&format!("adapter '{missing}' not found")) && errors[0].contains("adapters found:"),
+        "{}",
+        errors[0]
+    );
     // An unknown name is refused by the flag parser, naming the valid ones.
     let r = run(&["train", "--adapter", "cuda"], &[]);
     assert!(!r.ok && r.stderr.contains("cuda") && r.stderr.contains("lavapipe"), "{}", r.stderr);
@@ -256,7 +318,16 @@ fn bench_kernels_checks_the_schedule_without_fused_pools() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let kernels = v["kernels"].as_array().unwrap();
     let names: Vec<&str> = kernels.iter().map(|k| k["name"].as_str().unwrap()).collect();
-    for name in ["conv1_forward", "pool1_forward", "conv2_forward", "pool2_forward", "pool2_backward", "pool1_backward", "conv1_backward_weight", "conv2_backward_input"] {
+    for name in [
+        "conv1_forward",
+        "pool1_forward",
+        "conv2_forward",
+        "pool2_forward",
+        "pool2_backward",
+        "pool1_backward",
+        "conv1_backward_weight",
+        "conv2_backward_input",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     for k in kernels {
@@ -276,14 +347,25 @@ fn bench_kernels_checks_every_kernel_and_writes_json() {
     assert!(["gpu-timestamps", "wall-clock"].contains(&v["timing"].as_str().unwrap()));
     let kernels = v["kernels"].as_array().unwrap();
     let names: Vec<&str> = kernels.iter().map(|k| k["name"].as_str().unwrap()).collect();
-    for name in ["prepare_batch", "conv1_backward_weight", "conv2_backward_weight", "conv2_backward_input", "softmax_cross_entropy", "sgd_momentum", "fc1_weight_grad"] {
+    for name in [
+        "prepare_batch",
+        "conv1_backward_weight",
+        "conv2_backward_weight",
+        "conv2_backward_input",
+        "softmax_cross_entropy",
+        "sgd_momentum",
+        "fc1_weight_grad",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     // conv and pool are one kernel where the pool's backward is fused into the conv's grads.
     for l in ["1", "2"] {
         let fused = format!("conv{l}_pool{l}_forward");
         let (conv, pool) = (format!("conv{l}_forward"), format!("pool{l}_forward"));
-        assert!(names.contains(&fused.as_str()) || (names.contains(&conv.as_str()) && names.contains(&pool.as_str())), "{names:?}");
+        assert!(
+            names.contains(&fused.as_str()) || (names.contains(&conv.as_str()) && names.contains(&pool.as_str())),
+            "{names:?}"
+        );
     }
     for k in kernels {
         assert_eq!(k["correct"], true, "{k}");

@@ -7,7 +7,7 @@ use common::*;
 
 use gpu_lenet::data::{cifar, fashion, synthetic, Dataset, Split};
 use gpu_lenet::kernels::prepare_batch::{self, GpuSplit, PrepareBatch};
-use gpu_lenet::kernels::{StepTable, StepInfo, View};
+use gpu_lenet::kernels::{StepInfo, StepTable, View};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -171,7 +171,8 @@ fn check_prepare(ds: &Dataset, split: &Split, batch: usize, chunk_limit: usize) 
     let perm = r.permutation(n);
     let permb = upload(&perm);
     let starts: Vec<usize> = (0..n).step_by(batch).collect();
-    let rows: Vec<StepInfo> = starts.iter().enumerate().map(|(i, &s)| StepInfo { step: i as u32, start: s as u32, _pad: [0; 2] }).collect();
+    let rows: Vec<StepInfo> =
+        starts.iter().enumerate().map(|(i, &s)| StepInfo { step: i as u32, start: s as u32, _pad: [0; 2] }).collect();
     let table = StepTable::new(g, &rows);
     let k = PrepareBatch::new(g, &gs);
     for (i, &start) in starts.iter().enumerate() {

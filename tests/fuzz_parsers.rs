@@ -63,7 +63,8 @@ fn check(what: &str, name: &str, result: Result<(), String>) {
 #[test]
 fn cifar_records_never_panic() {
     let path = Path::new("fuzz/data_batch_1.bin");
-    let valid = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar/data_batch_1.bin")).unwrap();
+    let valid =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar/data_batch_1.bin")).unwrap();
     let valid = &valid[..3073 * 5];
     let mut r = Rng(1);
     for _ in 0..iterations() {
@@ -96,9 +97,17 @@ fn idx_files_and_gzip_never_panic() {
     for i in 0..iterations() {
         // Raw IDX, and gzip streams whose compressed bytes are mutated.
         let b = mutate(&mut r, &images);
-        check("idx images", "train-images", fashion::parse_images(img_path, &b).map(|(n, px)| assert_eq!(px.len(), n * 784)));
+        check(
+            "idx images",
+            "train-images",
+            fashion::parse_images(img_path, &b).map(|(n, px)| assert_eq!(px.len(), n * 784)),
+        );
         let b = mutate(&mut r, &labels);
-        check("idx labels", "train-labels", fashion::parse_labels(lab_path, &b).map(|l| assert!(l.iter().all(|&x| x < 10))));
+        check(
+            "idx labels",
+            "train-labels",
+            fashion::parse_labels(lab_path, &b).map(|l| assert!(l.iter().all(|&x| x < 10))),
+        );
         let src = if i % 2 == 0 { &images_gz } else { &labels_gz };
         let b = mutate(&mut r, src);
         let res = fashion::maybe_gunzip(img_path, b).and_then(|raw| fashion::parse_images(img_path, &raw).map(|_| ()));
@@ -112,7 +121,10 @@ fn checkpoints_never_panic() {
     let valid = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/init.safetensors")).unwrap();
     // A resumable checkpoint too: metadata and momentum tensors.
     let l = checkpoint::from_bytes(path, &valid, 4).unwrap();
-    let meta = std::collections::HashMap::from([("epoch".to_string(), "3".to_string()), ("shuffle_rng".to_string(), "12345".to_string())]);
+    let meta = std::collections::HashMap::from([
+        ("epoch".to_string(), "3".to_string()),
+        ("shuffle_rng".to_string(), "12345".to_string()),
+    ]);
     let resumable = checkpoint::to_bytes(&l.arena, &l.weights, Some(&l.weights), meta).unwrap();
     let mut r = Rng(3);
     // Whole-file parses are large; a third of the iterations is enough to cover the header.
@@ -130,8 +142,35 @@ fn checkpoints_never_panic() {
 #[test]
 fn resume_metadata_never_panics() {
     use gpu_lenet::train::progress_from_metadata;
-    let keys = ["epoch", "step", "shuffle_rng", "best_test_accuracy", "lr", "momentum", "batch_size", "seed", "shuffle", "dataset", "x"];
-    let values = ["0", "3", "-1", "18446744073709551615", "18446744073709551616", "1e309", "NaN", "inf", "0.5", "", " 7 ", "abc", "\u{0}", "9999999999999999999999"];
+    let keys = [
+        "epoch",
+        "step",
+        "shuffle_rng",
+        "best_test_accuracy",
+        "lr",
+        "momentum",
+        "batch_size",
+        "seed",
+        "shuffle",
+        "dataset",
+        "x",
+    ];
+    let values = [
+        "0",
+        "3",
+        "-1",
+        "18446744073709551615",
+        "18446744073709551616",
+        "1e309",
+        "NaN",
+        "inf",
+        "0.5",
+        "",
+        " 7 ",
+        "abc",
+        "\u{0}",
+        "9999999999999999999999",
+    ];
     let mut r = Rng(4);
     for _ in 0..iterations() {
         let mut meta = std::collections::HashMap::new();
@@ -145,8 +184,12 @@ fn resume_metadata_never_panics() {
                 meta.insert(k.to_string(), v);
             }
         }
-        check("metadata", "last.safetensors", progress_from_metadata("fuzz/last.safetensors", &meta).map(|p| {
-            assert!(p.best_test_accuracy.is_finite());
-        }));
+        check(
+            "metadata",
+            "last.safetensors",
+            progress_from_metadata("fuzz/last.safetensors", &meta).map(|p| {
+                assert!(p.best_test_accuracy.is_finite());
+            }),
+        );
     }
 }

@@ -9,8 +9,8 @@ use gpu_lenet::kernels::conv2d_forward::ConvShape;
 use gpu_lenet::kernels::gemm::{self, Epilogue, Product};
 use gpu_lenet::kernels::maxpool2d_forward::PoolShape;
 use gpu_lenet::kernels::{
-    bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward,
-    maxpool2d_forward, relu, softmax_cross_entropy,
+    bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward, maxpool2d_forward,
+    relu, softmax_cross_entropy,
 };
 use gpu_lenet::model::{self, reference, Arena};
 
@@ -38,7 +38,11 @@ fn check(what: &str, x: &mut [f32], grad: &[f32], eps: f32, tol: f64, samples: u
         let numeric = (up - down) / (2.0 * eps as f64);
         let err = (numeric - grad[i] as f64).abs() / scale;
         worst = worst.max(err);
-        assert!(err <= tol, "{what}: d/dx[{i}] numeric {numeric} vs analytic {} (error {err:e} of max |grad| {scale:e})", grad[i]);
+        assert!(
+            err <= tol,
+            "{what}: d/dx[{i}] numeric {numeric} vs analytic {} (error {err:e} of max |grad| {scale:e})",
+            grad[i]
+        );
     }
     assert!(worst.is_finite());
 }
@@ -66,7 +70,9 @@ fn conv2d_backward_references_match_finite_differences() {
 
 #[test]
 fn maxpool2d_backward_reference_matches_finite_differences() {
-    for s in [PoolShape { planes: 4, h: 10, w: 10, k: 2, stride: 2 }, PoolShape { planes: 3, h: 9, w: 9, k: 3, stride: 2 }] {
+    for s in
+        [PoolShape { planes: 4, h: 10, w: 10, k: 2, stride: 2 }, PoolShape { planes: 3, h: 9, w: 9, k: 3, stride: 2 }]
+    {
         let mut rng = Rng(7);
         // Distinct values at least 0.01 apart, so an eps of 1e-3 never changes an argmax, and
         // no value within 1e-3 of zero, where the ReLU kinks.
@@ -154,7 +160,8 @@ fn whole_network_reference_gradients_match_finite_differences() {
         let x = rng.vec(batch * in_channels * 32 * 32, -1.0, 1.0);
         let labels = vec![3u32, 0, 9];
         let res = reference::forward_backward(&arena, in_channels, &weights, &x, &labels, batch);
-        let loss = |w: &[f32]| reference::forward_backward(&arena, in_channels, w, &x, &labels, batch).loss_sum / batch as f64;
+        let loss =
+            |w: &[f32]| reference::forward_backward(&arena, in_channels, w, &x, &labels, batch).loss_sum / batch as f64;
         for t in &arena.tensors {
             let grad = arena.slice(&res.grads, &t.name);
             // The direction follows the gradient's sign with random magnitudes, so the
@@ -177,7 +184,8 @@ fn whole_network_reference_gradients_match_finite_differences() {
             let err = (numeric - analytic).abs() / analytic.abs();
             assert!(
                 err < 2e-2,
-                "lenet {} (in_channels {in_channels}): directional derivative numeric {numeric} vs analytic {analytic} (relative error {err:e})",
+                "lenet {} (in_channels {in_channels}): directional derivative numeric {numeric} vs analytic \
+                    {analytic} (relative error {err:e})",
                 t.name
             );
         }

@@ -23,7 +23,8 @@ fn tensor(st: &SafeTensors, name: &str) -> Vec<f32> {
 }
 
 fn dataset() -> data::Dataset {
-    data::load(&DataOptions { kind: DatasetKind::Cifar10, dir: Some(fixture("cifar")), download: false, seed: 0 }).unwrap()
+    data::load(&DataOptions { kind: DatasetKind::Cifar10, dir: Some(fixture("cifar")), download: false, seed: 0 })
+        .unwrap()
 }
 
 fn engine(g: &'static gpu_lenet::gpu::Gpu) -> Engine<'static> {
@@ -50,7 +51,12 @@ fn first_batch_logits_loss_and_gradients_match_pytorch() {
     assert_close("loss", &[loss], &tensor(&st, "loss"), 1e-5);
     let grads = e.net.download_grads(g).unwrap();
     for t in &e.net.arena.tensors {
-        assert_close(&format!("grad {}", t.name), e.net.arena.slice(&grads, &t.name), &tensor(&st, &format!("grad.{}", t.name)), 1e-5);
+        assert_close(
+            &format!("grad {}", t.name),
+            e.net.arena.slice(&grads, &t.name),
+            &tensor(&st, &format!("grad.{}", t.name)),
+            1e-5,
+        );
     }
 }
 
@@ -65,7 +71,11 @@ fn one_epoch_losses_and_weights_match_pytorch() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let rows = e.train_metrics_rows().unwrap();
     let losses: Vec<f32> = rows.chunks_exact(METRICS_WORDS).map(|r| r[0] / r[2]).collect();
-    assert_eq!(rows.chunks_exact(METRICS_WORDS).map(|r| r[2]).collect::<Vec<_>>(), vec![64.0, 64.0, 22.0], "batch sizes, the last one partial");
+    assert_eq!(
+        rows.chunks_exact(METRICS_WORDS).map(|r| r[2]).collect::<Vec<_>>(),
+        vec![64.0, 64.0, 22.0],
+        "batch sizes, the last one partial"
+    );
     let want = tensor(&st, "losses");
     for (i, (&a, &b)) in losses.iter().zip(&want).enumerate() {
         assert!(((a - b) / b).abs() < 1e-5, "batch {i} loss {a} vs PyTorch {b}");

@@ -47,8 +47,15 @@ fn two_epochs_plus_resume_plus_two_is_bit_identical_to_four() {
     assert_ne!(bits(&a.join("last.safetensors")), bits(&b.join("last.safetensors")), "2 epochs differ from 4");
     let (ok, out, err) = train(&[&common[..], &["--epochs", "4", "--resume", b.to_str().unwrap()]].concat());
     assert!(ok, "{err}");
-    assert!(out.contains("Resuming from") && out.contains("Epoch 3, Loss: ") && !out.contains("Epoch 2, Loss: "), "{out}");
-    assert_eq!(bits(&a.join("last.safetensors")), bits(&b.join("last.safetensors")), "resumed run is not bit-identical");
+    assert!(
+        out.contains("Resuming from") && out.contains("Epoch 3, Loss: ") && !out.contains("Epoch 2, Loss: "),
+        "{out}"
+    );
+    assert_eq!(
+        bits(&a.join("last.safetensors")),
+        bits(&b.join("last.safetensors")),
+        "resumed run is not bit-identical"
+    );
     assert!(a.join("best.safetensors").exists());
     // best.safetensors holds only the state_dict (loadable by PyTorch as is).
     assert!(checkpoint::load(&a.join("best.safetensors"), 4).unwrap().momentum.is_none());
@@ -58,15 +65,45 @@ fn two_epochs_plus_resume_plus_two_is_bit_identical_to_four() {
 fn resume_refuses_changed_hyperparameters_unless_asked() {
     let data = fixture_data();
     let d = temp_dir("hyper");
-    let (ok, _, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "1", "--checkpoint-dir", d.to_str().unwrap()]);
+    let (ok, _, err) =
+        train(&["--dataset", "cifar10", "--data", &data, "--epochs", "1", "--checkpoint-dir", d.to_str().unwrap()]);
     assert!(ok, "{err}");
     let before = std::fs::read(d.join("last.safetensors")).unwrap();
-    let (ok, _, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "2", "--lr", "0.01", "--resume", d.to_str().unwrap()]);
+    let (ok, _, err) = train(&[
+        "--dataset",
+        "cifar10",
+        "--data",
+        &data,
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--resume",
+        d.to_str().unwrap(),
+    ]);
     assert!(!ok);
     let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
-    assert!(line.contains("--lr") && line.contains("0.001") && line.contains("0.01") && line.contains("--allow-changed-hyperparameters"), "{line}");
+    assert!(
+        line.contains("--lr")
+            && line.contains("0.001")
+            && line.contains("0.01")
+            && line.contains("--allow-changed-hyperparameters"),
+        "{line}"
+    );
     assert_eq!(std::fs::read(d.join("last.safetensors")).unwrap(), before, "a refused resume touched the checkpoint");
-    let (ok, out, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "2", "--lr", "0.01", "--resume", d.to_str().unwrap(), "--allow-changed-hyperparameters"]);
+    let (ok, out, err) = train(&[
+        "--dataset",
+        "cifar10",
+        "--data",
+        &data,
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--resume",
+        d.to_str().unwrap(),
+        "--allow-changed-hyperparameters",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("Epoch 2, Loss: "), "{out}");
 }
@@ -75,7 +112,17 @@ fn resume_refuses_changed_hyperparameters_unless_asked() {
 fn ctrl_c_checkpoints_and_the_run_resumes() {
     let d = temp_dir("sigint");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-lenet"))
-        .args(["train", "--dataset", "synthetic", "--epochs", "1", "--lr", "0.01", "--checkpoint-dir", d.to_str().unwrap()])
+        .args([
+            "train",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--checkpoint-dir",
+            d.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -97,7 +144,8 @@ fn ctrl_c_checkpoints_and_the_run_resumes() {
     let l = checkpoint::load(&d.join("last.safetensors"), 4).unwrap();
     let step: usize = l.metadata["step"].parse().unwrap();
     assert!(step > 0 && l.metadata["epoch"] == "0", "{:?}", l.metadata);
-    let (ok, out, err) = train(&["--dataset", "synthetic", "--epochs", "1", "--lr", "0.01", "--resume", d.to_str().unwrap()]);
+    let (ok, out, err) =
+        train(&["--dataset", "synthetic", "--epochs", "1", "--lr", "0.01", "--resume", d.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains(&format!("and {step} step(s) of epoch 1")) && out.contains("Epoch 1, Loss: "), "{out}");
 }
@@ -108,7 +156,18 @@ fn divergence_stops_with_the_step_and_keeps_the_saved_file() {
     let d = temp_dir("diverge");
     let save = d.join("w.safetensors");
     std::fs::write(&save, b"previous good weights").unwrap();
-    let (ok, _, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "3", "--lr", "100000", "--save", save.to_str().unwrap()]);
+    let (ok, _, err) = train(&[
+        "--dataset",
+        "cifar10",
+        "--data",
+        &data,
+        "--epochs",
+        "3",
+        "--lr",
+        "100000",
+        "--save",
+        save.to_str().unwrap(),
+    ]);
     assert!(!ok);
     let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
     assert!(line.contains("diverged") && line.contains("epoch 1, step") && line.contains("lower --lr"), "{line}");
@@ -121,7 +180,18 @@ fn the_same_seed_gives_bit_identical_weights() {
     let d = temp_dir("determinism");
     let run = |name: &str, seed: &str| {
         let p = d.join(name);
-        let (ok, _, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "2", "--seed", seed, "--save", p.to_str().unwrap()]);
+        let (ok, _, err) = train(&[
+            "--dataset",
+            "cifar10",
+            "--data",
+            &data,
+            "--epochs",
+            "2",
+            "--seed",
+            seed,
+            "--save",
+            p.to_str().unwrap(),
+        ]);
         assert!(ok, "{err}");
         bits(&p)
     };
@@ -135,7 +205,17 @@ fn a_lost_device_ends_with_one_line_and_the_last_epoch_checkpoint_intact() {
     let data = fixture_data();
     let d = temp_dir("lost");
     let o = Command::new(env!("CARGO_BIN_EXE_gpu-lenet"))
-        .args(["train", "--dataset", "cifar10", "--data", &data, "--epochs", "3", "--checkpoint-dir", d.to_str().unwrap()])
+        .args([
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data",
+            &data,
+            "--epochs",
+            "3",
+            "--checkpoint-dir",
+            d.to_str().unwrap(),
+        ])
         .env("GPU_LENET_TEST_LOSE_DEVICE_AFTER_EPOCH", "1")
         .output()
         .unwrap();
@@ -143,10 +223,15 @@ fn a_lost_device_ends_with_one_line_and_the_last_epoch_checkpoint_intact() {
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("GPU") && errors[0].contains("checkpoint of epoch 1") && errors[0].contains("intact"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("GPU") && errors[0].contains("checkpoint of epoch 1") && errors[0].contains("intact"),
+        "{}",
+        errors[0]
+    );
     let l = checkpoint::load(&d.join("last.safetensors"), 4).unwrap();
     assert_eq!(l.metadata["epoch"], "1");
     // And training continues from it on a fresh device.
-    let (ok, out, err) = train(&["--dataset", "cifar10", "--data", &data, "--epochs", "2", "--resume", d.to_str().unwrap()]);
+    let (ok, out, err) =
+        train(&["--dataset", "cifar10", "--data", &data, "--epochs", "2", "--resume", d.to_str().unwrap()]);
     assert!(ok && out.contains("Epoch 2, Loss: "), "{err}");
 }

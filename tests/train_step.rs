@@ -34,7 +34,8 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
     let metrics = g.storage("metrics", steps * METRICS_WORDS);
     let (lr, momentum) = (0.05f32, 0.9f32);
     let preds = g.storage("preds", steps * batch);
-    let sched = Schedule::new(g, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
+    let sched =
+        Schedule::new(g, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
 
     for step in 0..steps {
         let x = rng.vec(batch * in_channels * 32 * 32, -1.0, 1.0);
@@ -58,10 +59,25 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
         for t in &arena.tensors {
             // The longest reduction behind a gradient: conv1's weight grad sums batch*28*28 terms.
             let tol = tolerance(batch * 28 * 28);
-            assert_close(&format!("{what}: grad {}", t.name), arena.slice(&got_grads, &t.name), arena.slice(&want.grads, &t.name), tol);
-            assert_close(&format!("{what}: momentum {}", t.name), arena.slice(&got_v, &t.name), arena.slice(&vel, &t.name), tol);
+            assert_close(
+                &format!("{what}: grad {}", t.name),
+                arena.slice(&got_grads, &t.name),
+                arena.slice(&want.grads, &t.name),
+                tol,
+            );
+            assert_close(
+                &format!("{what}: momentum {}", t.name),
+                arena.slice(&got_v, &t.name),
+                arena.slice(&vel, &t.name),
+                tol,
+            );
             // Weights after the update, relative to each tensor's largest weight.
-            assert_close(&format!("{what}: weight {}", t.name), arena.slice(&got_w, &t.name), arena.slice(&w, &t.name), 1e-5);
+            assert_close(
+                &format!("{what}: weight {}", t.name),
+                arena.slice(&got_w, &t.name),
+                arena.slice(&w, &t.name),
+                1e-5,
+            );
         }
         let m = read(&metrics);
         let row = &m[step * METRICS_WORDS..(step + 1) * METRICS_WORDS];
@@ -98,7 +114,10 @@ fn keep_awake_only_for_cpu_adapters() {
     use gpu_lenet::gpu::keep_awake::KeepAwake;
     let mut info = gpu().info.clone();
     for (ty, wanted) in [
-        (wgpu::DeviceType::Cpu, std::env::var("GPU_LENET_KEEP_CORES_AWAKE").as_deref() != Ok("0") && cfg!(target_os = "linux")),
+        (
+            wgpu::DeviceType::Cpu,
+            std::env::var("GPU_LENET_KEEP_CORES_AWAKE").as_deref() != Ok("0") && cfg!(target_os = "linux"),
+        ),
         (wgpu::DeviceType::DiscreteGpu, false),
         (wgpu::DeviceType::IntegratedGpu, false),
         (wgpu::DeviceType::VirtualGpu, false),

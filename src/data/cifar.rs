@@ -15,11 +15,14 @@ pub const RECORDS_PER_FILE: usize = 10_000;
 pub fn parse_batch(path: &Path, bytes: &[u8], split: &mut Split) -> Result<(), String> {
     let name = path.display();
     if bytes.is_empty() {
-        return Err(format!("{name}: the file is empty; expected records of {RECORD_BYTES} bytes (1 label byte + 3072 pixel bytes)"));
-    }
-    if bytes.len() % RECORD_BYTES != 0 {
         return Err(format!(
-            "{name}: size {} bytes is not a multiple of the {RECORD_BYTES}-byte CIFAR-10 record (1 label byte + 3072 pixel bytes): the file is truncated or not a CIFAR-10 binary batch (record {} is incomplete)",
+            "{name}: the file is empty; expected records of {RECORD_BYTES} bytes (1 label byte + 3072 pixel bytes)"
+        ));
+    }
+    if !bytes.len().is_multiple_of(RECORD_BYTES) {
+        return Err(format!(
+            "{name}: size {} bytes is not a multiple of the {RECORD_BYTES}-byte CIFAR-10 record (1 label byte + 3072 \
+                pixel bytes): the file is truncated or not a CIFAR-10 binary batch (record {} is incomplete)",
             bytes.len(),
             bytes.len() / RECORD_BYTES
         ));
@@ -42,7 +45,10 @@ pub fn parse_batch(path: &Path, bytes: &[u8], split: &mut Split) -> Result<(), S
 /// Loads a `cifar-10-batches-bin` folder.
 pub fn load(dir: &Path) -> Result<Dataset, String> {
     if !dir.is_dir() {
-        return Err(format!("{}: not a folder; expected a cifar-10-batches-bin folder with data_batch_1.bin … test_batch.bin", dir.display()));
+        return Err(format!(
+            "{}: not a folder; expected a cifar-10-batches-bin folder with data_batch_1.bin … test_batch.bin",
+            dir.display()
+        ));
     }
     let mut train = Split::default();
     let mut found = 0;
@@ -54,7 +60,10 @@ pub fn load(dir: &Path) -> Result<Dataset, String> {
         }
     }
     if found == 0 {
-        return Err(format!("{}: no training batch file (expected data_batch_1.bin … data_batch_5.bin)", dir.display()));
+        return Err(format!(
+            "{}: no training batch file (expected data_batch_1.bin … data_batch_5.bin)",
+            dir.display()
+        ));
     }
     let test_path = dir.join("test_batch.bin");
     if !test_path.exists() {
@@ -68,7 +77,11 @@ pub fn load(dir: &Path) -> Result<Dataset, String> {
         Ok(text) => {
             let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
             if names.len() != 10 {
-                return Err(format!("{}: expected 10 class names, one per line; found {}", meta.display(), names.len()));
+                return Err(format!(
+                    "{}: expected 10 class names, one per line; found {}",
+                    meta.display(),
+                    names.len()
+                ));
             }
             names
         }

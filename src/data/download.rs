@@ -46,7 +46,8 @@ fn md5_file(path: &Path) -> Result<String, String> {
 
 fn unreachable_hint(url: &str, e: impl std::fmt::Display) -> String {
     format!(
-        "could not download CIFAR-10 from {url}: {e}. The network may be unreachable: use --data DIR with an extracted cifar-10-batches-bin folder, --dataset fashion-mnist, or --dataset synthetic"
+        "could not download CIFAR-10 from {url}: {e}. The network may be unreachable: use --data DIR with an \
+            extracted cifar-10-batches-bin folder, --dataset fashion-mnist, or --dataset synthetic"
     )
 }
 
@@ -97,14 +98,18 @@ pub fn download(src: &Source, dest: &Path) -> Result<(), String> {
     if let Some(want) = src.bytes {
         if got != want {
             let _ = std::fs::remove_file(&part);
-            return Err(format!("download from {} stopped at {got} bytes, expected {want}; the partial file was deleted, run again", src.url));
+            return Err(format!(
+                "download from {} stopped at {got} bytes, expected {want}; the partial file was deleted, run again",
+                src.url
+            ));
         }
     }
     let md5: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if md5 != src.md5 {
         let _ = std::fs::remove_file(&part);
         return Err(format!(
-            "download from {}: md5 {md5} does not match the expected {}; the file was deleted (corrupted transfer or a changed file on the server)",
+            "download from {}: md5 {md5} does not match the expected {}; the file was deleted (corrupted transfer or \
+                a changed file on the server)",
             src.url, src.md5
         ));
     }
@@ -130,7 +135,8 @@ pub fn extract(archive: &Path, dir: &Path) -> Result<(), String> {
             continue;
         }
         let target = tmp.join(name);
-        let mut out = std::fs::File::create(&target).map_err(|e| format!("{}: cannot create: {e}", target.display()))?;
+        let mut out =
+            std::fs::File::create(&target).map_err(|e| format!("{}: cannot create: {e}", target.display()))?;
         std::io::copy(&mut entry, &mut out).map_err(bad)?;
         files += 1;
     }

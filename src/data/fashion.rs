@@ -18,7 +18,8 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, String> {
         }
     }
     Err(format!(
-        "{}: missing (neither {stem} nor {stem}.gz); on Debian, apt-get install dataset-fashion-mnist, or point --data at the folder",
+        "{}: missing (neither {stem} nor {stem}.gz); on Debian, apt-get install dataset-fashion-mnist, or point \
+            --data at the folder",
         dir.join(stem).display()
     ))
 }
@@ -53,7 +54,9 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, Vec<u8>), String> {
     }
     let magic = be32(b, 0);
     if magic != IMAGES_MAGIC {
-        return Err(format!("{name}: magic 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (IDX unsigned-byte images, 3 dimensions)"));
+        return Err(format!(
+            "{name}: magic 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (IDX unsigned-byte images, 3 dimensions)"
+        ));
     }
     let (n, rows, cols) = (be32(b, 4) as usize, be32(b, 8) as usize, be32(b, 12) as usize);
     if rows != 28 || cols != 28 {
@@ -61,7 +64,10 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, Vec<u8>), String> {
     }
     let want = 16 + n * 784;
     if b.len() != want {
-        return Err(format!("{name}: {} bytes, expected {want} for {n} images of 28x28 (truncated or trailing data)", b.len()));
+        return Err(format!(
+            "{name}: {} bytes, expected {want} for {n} images of 28x28 (truncated or trailing data)",
+            b.len()
+        ));
     }
     Ok((n, b[16..].to_vec()))
 }
@@ -74,11 +80,17 @@ pub fn parse_labels(path: &Path, b: &[u8]) -> Result<Vec<u8>, String> {
     }
     let magic = be32(b, 0);
     if magic != LABELS_MAGIC {
-        return Err(format!("{name}: magic 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} (IDX unsigned-byte labels, 1 dimension)"));
+        return Err(format!(
+            "{name}: magic 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} (IDX unsigned-byte labels, 1 dimension)"
+        ));
     }
     let n = be32(b, 4) as usize;
     if b.len() != 8 + n {
-        return Err(format!("{name}: {} bytes, expected {} for {n} labels (truncated or trailing data)", b.len(), 8 + n));
+        return Err(format!(
+            "{name}: {} bytes, expected {} for {n} labels (truncated or trailing data)",
+            b.len(),
+            8 + n
+        ));
     }
     if let Some((i, &l)) = b[8..].iter().enumerate().find(|(_, &l)| l > 9) {
         return Err(format!("{name}: label {i} is {l}, expected 0-9"));
@@ -103,7 +115,8 @@ fn load_split(dir: &Path, prefix: &str) -> Result<Split, String> {
 pub fn load(dir: &Path) -> Result<Dataset, String> {
     if !dir.is_dir() {
         return Err(format!(
-            "{}: no such folder; Fashion-MNIST is expected there (on Debian: apt-get install dataset-fashion-mnist), or point --data at its IDX files",
+            "{}: no such folder; Fashion-MNIST is expected there (on Debian: apt-get install dataset-fashion-mnist), \
+                or point --data at its IDX files",
             dir.display()
         ));
     }

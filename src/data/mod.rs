@@ -85,7 +85,8 @@ pub fn load(opts: &DataOptions) -> Result<Dataset, String> {
             if !dir.exists() {
                 if !opts.download {
                     return Err(format!(
-                        "CIFAR-10 folder {} does not exist (and --no-download is set); point --data at a cifar-10-batches-bin folder, or use --dataset fashion-mnist or --dataset synthetic",
+                        "CIFAR-10 folder {} does not exist (and --no-download is set); point --data at a \
+                            cifar-10-batches-bin folder, or use --dataset fashion-mnist or --dataset synthetic",
                         dir.display()
                     ));
                 }

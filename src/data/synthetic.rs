@@ -44,7 +44,8 @@ fn split(pats: &[ClassPattern], r: &mut Rng, n: usize) -> Split {
         for &(fx, fy, ph) in &pats[c].waves {
             for y in 0..32 {
                 for x in 0..32 {
-                    let v = base + amp * (fx * (x as f32 + dx) + fy * (y as f32 + dy) + ph).sin() + r.uniform(-40.0, 40.0);
+                    let v =
+                        base + amp * (fx * (x as f32 + dx) + fy * (y as f32 + dy) + ph).sin() + r.uniform(-40.0, 40.0);
                     images.push(v.clamp(0.0, 255.0) as u8);
                 }
             }

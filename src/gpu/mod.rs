@@ -45,9 +45,9 @@ impl AdapterChoice {
     /// Reads `GPU_LENET_ADAPTER`, defaulting to `auto`.
     pub fn from_env() -> Result<Self, String> {
         match std::env::var("GPU_LENET_ADAPTER") {
-            Ok(v) if !v.trim().is_empty() => v
-                .parse()
-                .map_err(|e| format!("environment variable GPU_LENET_ADAPTER: {e}")),
+            Ok(v) if !v.trim().is_empty() => {
+                v.parse().map_err(|e| format!("environment variable GPU_LENET_ADAPTER: {e}"))
+            }
             _ => Ok(AdapterChoice::Auto),
         }
     }
@@ -63,12 +63,7 @@ impl FromStr for AdapterChoice {
             "dx12" => AdapterChoice::Dx12,
             "gl" | "gles" | "opengl" => AdapterChoice::Gl,
             "lavapipe" => AdapterChoice::Lavapipe,
-            other => {
-                return Err(format!(
-                    "unknown adapter '{other}': expected one of {}",
-                    AdapterChoice::NAMES
-                ))
-            }
+            other => return Err(format!("unknown adapter '{other}': expected one of {}", AdapterChoice::NAMES)),
         })
     }
 }
@@ -258,7 +253,8 @@ impl Gpu {
     /// Alignment of binding offsets on this device: tensors of the parameter arena are bound
     /// both as storage (gradients, optimizer) and as uniform buffers (conv weights).
     pub fn storage_alignment(&self) -> u64 {
-        (self.limits.min_storage_buffer_offset_alignment as u64).max(self.limits.min_uniform_buffer_offset_alignment as u64)
+        (self.limits.min_storage_buffer_offset_alignment as u64)
+            .max(self.limits.min_uniform_buffer_offset_alignment as u64)
     }
 
     /// A storage buffer of `len` f32/u32 words, zero-filled, usable as kernel input and output,
@@ -334,9 +330,7 @@ impl Gpu {
             None => return Err(self.check().err().unwrap_or("GPU readback was cancelled (device lost?)".into())),
         }
         self.check()?;
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| format!("GPU readback failed: {e:?}"))?;
+        let view = slice.get_mapped_range().map_err(|e| format!("GPU readback failed: {e:?}"))?;
         let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
         drop(view);
         staging.unmap();
@@ -350,9 +344,6 @@ impl Gpu {
 
     /// Waits until every submitted command has finished.
     pub fn wait_idle(&self) -> Result<(), String> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| format!("GPU device error: {e}"))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| format!("GPU device error: {e}"))
     }
 }

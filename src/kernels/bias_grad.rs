@@ -40,7 +40,5 @@ impl BiasGrad {
 
 /// CPU reference: db[j] = sum_i dy[i, j].
 pub fn reference(m: usize, n: usize, dy: &[f32]) -> Vec<f32> {
-    (0..n)
-        .map(|j| (0..m).map(|i| dy[i * n + j] as f64).sum::<f64>() as f32)
-        .collect()
+    (0..n).map(|j| (0..m).map(|i| dy[i * n + j] as f64).sum::<f64>() as f32).collect()
 }

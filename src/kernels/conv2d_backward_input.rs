@@ -1,7 +1,10 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
 use super::conv2d_forward::{co_tile_for, ConvShape, Input, Tiles};
-use super::{window_dispatches, image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{
+    image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows,
+    window_dispatches, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES,
+};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -43,12 +46,26 @@ impl Conv2dBackwardInput {
     pub fn with_options(gpu: &Gpu, s: ConvShape, tiles: Tiles, share_weights: bool) -> Self {
         assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
-        assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
-        let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
+        assert!(
+            tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32,
+            "bad tiling {tiles:?}"
+        );
+        let src = with_const(
+            include_str!("../../shaders/conv2d_backward_input.wgsl"),
+            "WEIGHT_VEC4S",
+            s.weight_len().div_ceil(4),
+        );
         let src = if share_weights { skip_together(&share_across_subgroup(&src)) } else { src };
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]);
         let build = |name: &'static str, src: &str, dy_slot: Slot| {
-            Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, dy_slot, Slot::Uniform, Slot::ReadWrite], &constants)
+            Kernel::with_constants(
+                gpu,
+                name,
+                src,
+                "main",
+                &[Slot::Uniform, dy_slot, Slot::Uniform, Slot::ReadWrite],
+                &constants,
+            )
         };
         let kernel = build("conv2d_backward_input", &src, Slot::Read);
         let windowed = uniform_windows(gpu, 4 * s.cout * s.oh() * s.ow()).map(|per| {
@@ -74,7 +91,9 @@ impl Conv2dBackwardInput {
         let s = self.shape;
         let wv = w.uniform_vec4s();
         let image_bytes = (4 * s.cout * s.oh() * s.ow()) as u64;
-        let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| dispatch(gpu, kernel, s, self.tiles, (batch, b0, n), [dyr, wv.resource(), dx.resource()], None);
+        let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| {
+            dispatch(gpu, kernel, s, self.tiles, (batch, b0, n), [dyr, wv.resource(), dx.resource()], None)
+        };
         window_dispatches(self.windowed.as_ref(), &self.kernel, dy, batch, image_bytes, dispatch)
     }
 }
@@ -100,17 +119,35 @@ impl Conv2dBackwardInputPooled {
         }
         let per = uniform_windows(gpu, 4 * s.cout * (s.oh() / 2) * (s.ow() / 2))?;
         let tiles = Tiles { co: co_tile_for(gpu, s.cin), quads: 1 };
-        let src = with_const(include_str!("../../shaders/conv2d_backward_input.wgsl"), "WEIGHT_VEC4S", s.weight_len().div_ceil(4));
-        let src = uniform_input(&pooled_argmax_input(&skip_together(&share_across_subgroup(&src))), "dy", 1, UNIFORM_SLACK_BYTES);
+        let src = with_const(
+            include_str!("../../shaders/conv2d_backward_input.wgsl"),
+            "WEIGHT_VEC4S",
+            s.weight_len().div_ceil(4),
+        );
+        let src = uniform_input(
+            &pooled_argmax_input(&skip_together(&share_across_subgroup(&src))),
+            "dy",
+            1,
+            UNIFORM_SLACK_BYTES,
+        );
         let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads), ("POOLED", 1)]);
         let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
-        let kernel = Kernel::with_constants(gpu, "conv2d_backward_input.uniform_dy.pooled", &src, "main", &slots, &constants);
+        let kernel =
+            Kernel::with_constants(gpu, "conv2d_backward_input.uniform_dy.pooled", &src, "main", &slots, &constants);
         Some(Conv2dBackwardInputPooled { kernel, per, shape: s, tiles })
     }
 
     /// One dispatch per uniform window of the pooled grad's (and argmax's) images. None when a
     /// buffer lacks the slack after its data that a full last window needs.
-    pub fn bind(&self, gpu: &Gpu, batch: usize, d_pooled: &View, argmax: &View, w: &View, dx: &View) -> Option<Vec<Dispatch>> {
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        d_pooled: &View,
+        argmax: &View,
+        w: &View,
+        dx: &View,
+    ) -> Option<Vec<Dispatch>> {
         let s = self.shape;
         let wv = w.uniform_vec4s();
         let image_bytes = (4 * s.cout * (s.oh() / 2) * (s.ow() / 2)) as u64;
@@ -119,7 +156,17 @@ impl Conv2dBackwardInputPooled {
         let dispatches = ds
             .into_iter()
             .zip(is)
-            .map(|((b0, n, dpw), (_, _, iw))| dispatch(gpu, &self.kernel, s, self.tiles, (batch, b0, n), [dpw, wv.resource(), dx.resource()], Some(iw)))
+            .map(|((b0, n, dpw), (_, _, iw))| {
+                dispatch(
+                    gpu,
+                    &self.kernel,
+                    s,
+                    self.tiles,
+                    (batch, b0, n),
+                    [dpw, wv.resource(), dx.resource()],
+                    Some(iw),
+                )
+            })
             .collect();
         Some(dispatches)
     }
@@ -137,8 +184,19 @@ fn skip_together(src: &str) -> String {
 
 /// One dispatch over images b0 .. b0 + n of the batch: bindings params, dy (or the pooled grad),
 /// the weights, dx and, for the pooled kernel, the argmax.
-fn dispatch(gpu: &Gpu, kernel: &Kernel, s: ConvShape, tiles: Tiles, (batch, b0, n): (usize, usize, usize), [dy, w, dx]: [wgpu::BindingResource; 3], argmax: Option<wgpu::BindingResource>) -> Dispatch {
-    let params = gpu.uniform("conv2d_backward_input params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
+fn dispatch(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    s: ConvShape,
+    tiles: Tiles,
+    (batch, b0, n): (usize, usize, usize),
+    [dy, w, dx]: [wgpu::BindingResource; 3],
+    argmax: Option<wgpu::BindingResource>,
+) -> Dispatch {
+    let params = gpu.uniform(
+        "conv2d_backward_input params",
+        &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 },
+    );
     let per_image = s.h * s.w.div_ceil(4).div_ceil(tiles.quads);
     let mut entries = vec![params.as_entire_binding(), dy, w, dx];
     entries.extend(argmax);

@@ -2,7 +2,10 @@
 //! chunks of the batch followed by a fixed-order reduction (no float atomics).
 
 use super::conv2d_forward::ConvShape;
-use super::{image_windows, pooled_argmax_input, unroll, with_const, shared_uniform_windows, uniform_input, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{
+    image_windows, pooled_argmax_input, shared_uniform_windows, uniform_input, unroll, with_const, Dispatch, Kernel,
+    Slot, View, UNIFORM_SLACK_BYTES,
+};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -124,7 +127,8 @@ impl Conv2dBackwardWeight {
         let constants = s.constants(&[]);
         let window_chunks = subgroup && super::subgroup_sharing(gpu, 8);
         let (name, windowed_name, psrc, pconsts, wconsts) = if subgroup {
-            let with_wg = |wg| s.constants(&[("WG", wg), ("CO_TILE", Self::co_tile(s, true)), ("RUN", run_length(s.ow()))]);
+            let with_wg =
+                |wg| s.constants(&[("WG", wg), ("CO_TILE", Self::co_tile(s, true)), ("RUN", run_length(s.ow()))]);
             (
                 "conv2d_backward_weight.partials_subgroup",
                 if window_chunks {
@@ -137,12 +141,35 @@ impl Conv2dBackwardWeight {
                 with_wg(if window_chunks { 8 } else { Self::lanes_per_group(s, true) }),
             )
         } else {
-            ("conv2d_backward_weight.partials", "conv2d_backward_weight.partials.uniform_x_dy", src.to_string(), constants.clone(), constants.clone())
+            (
+                "conv2d_backward_weight.partials",
+                "conv2d_backward_weight.partials.uniform_x_dy",
+                src.to_string(),
+                constants.clone(),
+                constants.clone(),
+            )
         };
-        let partials = Kernel::with_constants(gpu, name, &psrc, "partials", &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite], &pconsts);
+        let partials = Kernel::with_constants(
+            gpu,
+            name,
+            &psrc,
+            "partials",
+            &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+            &pconsts,
+        );
         let windowed = shared_uniform_windows(gpu, &[4 * s.cin * s.h * s.w, 4 * s.cout * s.oh() * s.ow()]).map(|per| {
             let wsrc = uniform_input(&uniform_input(&psrc, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
-            (Kernel::with_constants(gpu, windowed_name, &wsrc, "partials", &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &wconsts), per)
+            (
+                Kernel::with_constants(
+                    gpu,
+                    windowed_name,
+                    &wsrc,
+                    "partials",
+                    &[Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite],
+                    &wconsts,
+                ),
+                per,
+            )
         });
         let reduce = reduce_kernel(gpu, s);
         let row_blocks = if subgroup { 1 } else { s.oh().div_ceil(rows) };
@@ -215,12 +242,29 @@ impl Conv2dBackwardWeight {
             Some((kernel, per, xs, dys)) if self.window_chunks => {
                 let n = xs.len();
                 let grid = [lanes.div_ceil(8) as u32, co_groups, 1];
-                (per, n, 1, xs.into_iter().zip(dys).enumerate().map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, [dyw, xw], None)).collect())
+                (
+                    per,
+                    n,
+                    1,
+                    xs.into_iter()
+                        .zip(dys)
+                        .enumerate()
+                        .map(|(k, ((b0, _, xw), (_, _, dyw)))| (kernel, grid, k, b0, [dyw, xw], None))
+                        .collect(),
+                )
             }
             // One image per chunk, so a window of images is a run of chunks.
             Some((kernel, _, xs, dys)) => {
                 let grid = |n: usize| [lanes.div_ceil(Self::lanes_per_group(s, subgroup)) as u32, co_groups, n as u32];
-                (1, batch.max(1), 1, xs.into_iter().zip(dys).map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, [dyw, xw], None)).collect())
+                (
+                    1,
+                    batch.max(1),
+                    1,
+                    xs.into_iter()
+                        .zip(dys)
+                        .map(|((b0, n, xw), (_, _, dyw))| (kernel, grid(n), b0, b0, [dyw, xw], None))
+                        .collect(),
+                )
             }
             None => {
                 let (chunk, chunks) = chunking(batch);
@@ -231,7 +275,16 @@ impl Conv2dBackwardWeight {
                 let max_z = (gpu.limits.max_compute_workgroups_per_dimension as usize).max(1);
                 let grids = (0..chunks)
                     .step_by(max_z)
-                    .map(|c0| (&self.partials, [lane_groups, co_groups, (chunks - c0).min(max_z) as u32], c0, 0, [dy.resource(), x.resource()], None))
+                    .map(|c0| {
+                        (
+                            &self.partials,
+                            [lane_groups, co_groups, (chunks - c0).min(max_z) as u32],
+                            c0,
+                            0,
+                            [dy.resource(), x.resource()],
+                            None,
+                        )
+                    })
                     .collect();
                 (chunk, chunks, self.row_blocks, grids)
             }
@@ -248,7 +301,14 @@ impl Conv2dBackwardWeight {
 /// The reduction over the partial sums (shared by both weight-gradient pipelines).
 fn reduce_kernel(gpu: &Gpu, s: ConvShape) -> Kernel {
     let src = include_str!("../../shaders/conv2d_backward_weight.wgsl");
-    Kernel::with_constants(gpu, "conv2d_backward_weight.reduce", src, "reduce", &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite], &s.constants(&[]))
+    Kernel::with_constants(
+        gpu,
+        "conv2d_backward_weight.reduce",
+        src,
+        "reduce",
+        &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
+        &s.constants(&[]),
+    )
 }
 
 /// The weight gradient of a convolution whose output goes through ReLU and a 2x2/2 max-pool,
@@ -280,11 +340,26 @@ impl Conv2dBackwardWeightPooled {
         let run = pooled_run_length(s.ow());
         let src = pooled_argmax_input(&subgroup_source(s, run));
         let src = uniform_input(&uniform_input(&src, "x", 2, UNIFORM_SLACK_BYTES), "dy", 1, UNIFORM_SLACK_BYTES);
-        let constants = s.constants(&[("WG", 8), ("CO_TILE", Conv2dBackwardWeight::co_tile(s, true)), ("RUN", run), ("POOLED", 1)]);
+        let constants =
+            s.constants(&[("WG", 8), ("CO_TILE", Conv2dBackwardWeight::co_tile(s, true)), ("RUN", run), ("POOLED", 1)]);
         let slots = [Slot::Uniform, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::Uniform];
-        let partials = Kernel::with_constants(gpu, "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled", &src, "partials", &slots, &constants);
+        let partials = Kernel::with_constants(
+            gpu,
+            "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled",
+            &src,
+            "partials",
+            &slots,
+            &constants,
+        );
         let in_place_constants: Vec<_> = constants.iter().copied().chain([("IN_PLACE", 1.0)]).collect();
-        let in_place = Kernel::with_constants(gpu, "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled.in_place", &src, "partials", &slots, &in_place_constants);
+        let in_place = Kernel::with_constants(
+            gpu,
+            "conv2d_backward_weight.partials_subgroup.uniform_x_dy.per_window.pooled.in_place",
+            &src,
+            "partials",
+            &slots,
+            &in_place_constants,
+        );
         Some(Conv2dBackwardWeightPooled { partials, in_place, per, reduce: reduce_kernel(gpu, s), shape: s })
     }
 
@@ -294,18 +369,34 @@ impl Conv2dBackwardWeightPooled {
     /// through a scratch buffer and a reduction pass. None when a buffer lacks the slack after its
     /// data that a full last uniform window needs.
     #[allow(clippy::too_many_arguments)]
-    pub fn bind(&self, gpu: &Gpu, batch: usize, d_pooled: &View, argmax: &View, x: &View, dw: &View, db: &View) -> Option<BackwardWeightDispatch> {
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        d_pooled: &View,
+        argmax: &View,
+        x: &View,
+        dw: &View,
+        db: &View,
+    ) -> Option<BackwardWeightDispatch> {
         let s = self.shape;
         let (x_bytes, p_bytes) = ((4 * s.cin * s.h * s.w) as u64, (4 * s.cout * (s.oh() / 2) * (s.ow() / 2)) as u64);
         let xs = image_windows(x, batch, x_bytes, self.per)?;
         let ds = image_windows(d_pooled, batch, p_bytes, self.per)?;
         let is = image_windows(argmax, batch, p_bytes, self.per)?;
         let chunks = xs.len();
-        let grid = [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
+        let grid =
+            [(s.cin * s.kh).div_ceil(8) as u32, s.cout.div_ceil(Conv2dBackwardWeight::co_tile(s, true)) as u32, 1];
         // One chunk per window: chunk k is window k's images, k * per onwards.
         let in_place = gradient_range(dw, db).is_some();
         let kernel = if in_place { &self.in_place } else { &self.partials };
-        let grids: Vec<Partial> = xs.into_iter().zip(ds).zip(is).enumerate().map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (kernel, grid, k, b0, [dpw, xw], Some(iw))).collect();
+        let grids: Vec<Partial> = xs
+            .into_iter()
+            .zip(ds)
+            .zip(is)
+            .enumerate()
+            .map(|(k, (((b0, _, xw), (_, _, dpw)), (_, _, iw)))| (kernel, grid, k, b0, [dpw, xw], Some(iw)))
+            .collect();
         Some(bind_partials(gpu, &self.reduce, s, batch, (self.per, chunks, 1), grids, dw, db, in_place))
     }
 }
@@ -313,12 +404,14 @@ impl Conv2dBackwardWeightPooled {
 /// One dispatch of the partials pass: kernel, workgroups, its first chunk, the first image of
 /// its bound inputs, the inputs (dy, x) and, for the pooled kernel, the argmax (bound after the
 /// partial sums).
-type Partial<'a> = (&'a Kernel, [u32; 3], usize, usize, [wgpu::BindingResource<'a>; 2], Option<wgpu::BindingResource<'a>>);
+type Partial<'a> =
+    (&'a Kernel, [u32; 3], usize, usize, [wgpu::BindingResource<'a>; 2], Option<wgpu::BindingResource<'a>>);
 
 /// dw's start to db's end as one view, and db's offset in it in words, where db follows dw in the
 /// same buffer (the parameter arena): what the IN_PLACE kernel sums into.
 fn gradient_range(dw: &View, db: &View) -> Option<(View, usize)> {
-    if dw.buffer != db.buffer || db.offset < dw.offset + 4 * dw.len as u64 || (db.offset - dw.offset) % 4 != 0 {
+    if dw.buffer != db.buffer || db.offset < dw.offset + 4 * dw.len as u64 || !(db.offset - dw.offset).is_multiple_of(4)
+    {
         return None;
     }
     let db_off = ((db.offset - dw.offset) / 4) as usize;
@@ -330,7 +423,17 @@ fn gradient_range(dw: &View, db: &View) -> Option<(View, usize)> {
 /// scratch buffer they share; or, `in_place` (IN_PLACE kernels, db after dw: see
 /// `gradient_range`), the partials summing straight into dw and db, chunk after chunk.
 #[allow(clippy::too_many_arguments)]
-fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk, chunks, row_blocks): (usize, usize, usize), grids: Vec<Partial>, dw: &View, db: &View, in_place: bool) -> BackwardWeightDispatch {
+fn bind_partials(
+    gpu: &Gpu,
+    reduce: &Kernel,
+    s: ConvShape,
+    batch: usize,
+    (chunk, chunks, row_blocks): (usize, usize, usize),
+    grids: Vec<Partial>,
+    dw: &View,
+    db: &View,
+    in_place: bool,
+) -> BackwardWeightDispatch {
     let nout = s.weight_len() + s.cout;
     // Where the partial sums go: the gradient itself, or a scratch buffer the reduction reads.
     let (sums, db_off, scratch) = match gradient_range(dw, db).filter(|_| in_place) {
@@ -364,7 +467,11 @@ fn bind_partials(gpu: &Gpu, reduce: &Kernel, s: ConvShape, batch: usize, (chunk,
         .collect();
     let reduce = scratch.is_some().then(|| {
         let p = params(0, 0);
-        reduce.bind(gpu, &[p.as_entire_binding(), sums.resource(), dw.resource(), db.resource()], [nout.div_ceil(64) as u32, 1, 1])
+        reduce.bind(
+            gpu,
+            &[p.as_entire_binding(), sums.resource(), dw.resource(), db.resource()],
+            [nout.div_ceil(64) as u32, 1, 1],
+        )
     });
     BackwardWeightDispatch { partials, reduce, scratch }
 }

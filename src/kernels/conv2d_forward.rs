@@ -1,6 +1,9 @@
 //! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
 
-use super::{window_dispatches, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{
+    share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, window_dispatches, with_const, Dispatch,
+    Kernel, Slot, View, UNIFORM_SLACK_BYTES,
+};
 use crate::gpu::Gpu;
 
 /// The shape of one convolution layer applied to a batch.
@@ -141,13 +144,24 @@ impl Conv2dForward {
     pub fn with_options(gpu: &Gpu, s: ConvShape, relu: bool, tiles: Tiles, share_weights: bool) -> Self {
         assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         assert!(s.kw <= 13, "conv2d_forward supports kernel widths up to 13");
-        assert!(tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32, "bad tiling {tiles:?}");
+        assert!(
+            tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32,
+            "bad tiling {tiles:?}"
+        );
         let src = include_str!("../../shaders/conv2d_forward.wgsl");
-        let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
+        let src =
+            with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
         let src = if share_weights { share_across_subgroup(&src) } else { src };
         let constants = s.constants(&[("CO_TILE", tiles.co), ("PXQ", tiles.quads), ("RELU", relu as usize)]);
         let build = |name: &'static str, src: &str, x_slot: Slot| {
-            Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite], &constants)
+            Kernel::with_constants(
+                gpu,
+                name,
+                src,
+                "main",
+                &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite],
+                &constants,
+            )
         };
         let kernel = build("conv2d_forward", &src, Slot::Read);
         let image_bytes = 4 * s.cin * s.h * s.w;
@@ -178,7 +192,10 @@ impl Conv2dForward {
         let (wv, bv) = (w.uniform_vec4s(), b.uniform_vec4s());
         let image_bytes = (4 * s.cin * s.h * s.w) as u64;
         let dispatch = |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
-            let params = gpu.uniform("conv2d_forward params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
+            let params = gpu.uniform(
+                "conv2d_forward params",
+                &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 },
+            );
             kernel.bind(
                 gpu,
                 &[params.as_entire_binding(), xr, wv.resource(), bv.resource(), y.resource()],

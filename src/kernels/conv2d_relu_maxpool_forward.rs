@@ -5,7 +5,10 @@
 
 use super::conv2d_forward::{ConvShape, Input, Params};
 use super::maxpool2d_forward::{self, PoolShape};
-use super::{window_dispatches, share_across_subgroup, unroll, subgroup_sharing, uniform_input, uniform_windows, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES};
+use super::{
+    share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, unroll, window_dispatches, with_const,
+    Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES,
+};
 use crate::gpu::Gpu;
 
 /// The most output channels per invocation `new` chooses (and the widest tile whose row loop is
@@ -38,19 +41,35 @@ impl Conv2dReluMaxpoolForward {
         assert!((1..=8).contains(&co_tile), "1 to 8 output channels per invocation");
         assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         let src = include_str!("../../shaders/conv2d_relu_maxpool_forward.wgsl");
-        let src = with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
+        let src =
+            with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
         let src = if share_weights { share_across_subgroup(&src) } else { src };
         // The row loop written out where llvmpipe's tiling runs (shared weight loads, the default
         // tiles): 10% faster for conv2 there; wider tiles compile minutes long unrolled.
-        let src = if share_weights && co_tile <= MAX_DEFAULT_CO_TILE { unroll(&src, "k", "KH - 1u", s.kh - 1) } else { src };
-        let src = if (s.ow() / 2) % 2 == 0 { paired_stores(&src) } else { src };
+        let src =
+            if share_weights && co_tile <= MAX_DEFAULT_CO_TILE { unroll(&src, "k", "KH - 1u", s.kh - 1) } else { src };
+        let src = if (s.ow() / 2).is_multiple_of(2) { paired_stores(&src) } else { src };
         let constants = s.constants(&[("CO_TILE", co_tile)]);
         let build = |name: &'static str, src: &str, x_slot: Slot| {
-            Kernel::with_constants(gpu, name, src, "main", &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::ReadWrite], &constants)
+            Kernel::with_constants(
+                gpu,
+                name,
+                src,
+                "main",
+                &[Slot::Uniform, x_slot, Slot::Uniform, Slot::Uniform, Slot::ReadWrite, Slot::ReadWrite],
+                &constants,
+            )
         };
         let kernel = build("conv2d_relu_maxpool_forward", &src, Slot::Read);
         let windowed = uniform_windows(gpu, 4 * s.cin * s.h * s.w).map(|per| {
-            (build("conv2d_relu_maxpool_forward.uniform_x", &uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES), Slot::Uniform), per)
+            (
+                build(
+                    "conv2d_relu_maxpool_forward.uniform_x",
+                    &uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES),
+                    Slot::Uniform,
+                ),
+                per,
+            )
         });
         Conv2dReluMaxpoolForward { kernel, windowed, shape: s, co_tile, shared: share_weights }
     }
@@ -73,18 +92,33 @@ impl Conv2dReluMaxpoolForward {
     /// One dispatch per uniform window of x's images (when x's buffer has the slack), else one
     /// storage dispatch. `w` and `b` are bound as uniform vec4 arrays (see `Conv2dForward::bind`).
     #[allow(clippy::too_many_arguments)]
-    pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, pooled: &View, argmax: &View) -> Vec<Dispatch> {
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        x: &View,
+        w: &View,
+        b: &View,
+        pooled: &View,
+        argmax: &View,
+    ) -> Vec<Dispatch> {
         let s = self.shape;
-        if (s.ow() / 2) % 2 == 0 {
+        if (s.ow() / 2).is_multiple_of(2) {
             // Bound as vec2 arrays (`paired_stores`): every binding offset is a multiple of the
             // adapter's storage alignment (at least 32 bytes), hence of 8.
-            assert!(pooled.offset % 8 == 0 && argmax.offset % 8 == 0, "pooled outputs bound as vec2s must start at a multiple of 8 bytes");
+            assert!(
+                pooled.offset.is_multiple_of(8) && argmax.offset.is_multiple_of(8),
+                "pooled outputs bound as vec2s must start at a multiple of 8 bytes"
+            );
         }
         let per_image = (s.oh() / 2) * (s.ow() / 2).div_ceil(2);
         let (wv, bv) = (w.uniform_vec4s(), b.uniform_vec4s());
         let image_bytes = (4 * s.cin * s.h * s.w) as u64;
         let dispatch = |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
-            let params = gpu.uniform("conv2d_relu_maxpool_forward params", &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
+            let params = gpu.uniform(
+                "conv2d_relu_maxpool_forward params",
+                &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 },
+            );
             kernel.bind(
                 gpu,
                 &[params.as_entire_binding(), xr, wv.resource(), bv.resource(), pooled.resource(), argmax.resource()],
@@ -101,7 +135,11 @@ fn paired_stores(source: &str) -> String {
     let swaps = [
         ("var<storage, read_write> pooled: array<f32>;", "var<storage, read_write> pooled: array<vec2<f32>>;"),
         ("var<storage, read_write> argmax: array<u32>;", "var<storage, read_write> argmax: array<vec2<u32>>;"),
-        ("    pooled[o] = v.x;\n    argmax[o] = arg.x;\n    if (both) {\n        pooled[o + 1u] = v.y;\n        argmax[o + 1u] = arg.y;\n    }\n", "    pooled[o / 2u] = v;\n    argmax[o / 2u] = arg;\n"),
+        (
+            "    pooled[o] = v.x;\n    argmax[o] = arg.x;\n    if (both) \
+                {\n        pooled[o + 1u] = v.y;\n        argmax[o + 1u] = arg.y;\n    }\n",
+            "    pooled[o / 2u] = v;\n    argmax[o / 2u] = arg;\n",
+        ),
     ];
     super::rewrite(source, "conv2d_relu_maxpool_forward.wgsl", &swaps)
 }
@@ -110,7 +148,8 @@ fn paired_stores(source: &str) -> String {
 /// argmax masked ([`maxpool2d_forward::masked_argmax`]).
 pub fn reference(s: ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let y = super::conv2d_forward::reference(s, true, x, w, b);
-    let (p, idx) = maxpool2d_forward::reference(PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 }, &y);
+    let (p, idx) =
+        maxpool2d_forward::reference(PoolShape { planes: s.batch * s.cout, h: s.oh(), w: s.ow(), k: 2, stride: 2 }, &y);
     let masked = maxpool2d_forward::masked_argmax(&p, &idx);
     (p, masked)
 }

@@ -149,8 +149,12 @@ impl Gemm {
             &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite],
             &[("TILE_M", tile_rows as f64)],
         );
-        let window_bytes = (gpu.limits.max_uniform_buffer_binding_size as u64).min(UNIFORM_SLACK_BYTES) / 16 * 16;
-        let src = super::with_const(include_str!("../../shaders/gemm_uniform_a.wgsl"), "A_VEC4S", (window_bytes / 16) as usize);
+        let window_bytes = gpu.limits.max_uniform_buffer_binding_size.min(UNIFORM_SLACK_BYTES) / 16 * 16;
+        let src = super::with_const(
+            include_str!("../../shaders/gemm_uniform_a.wgsl"),
+            "A_VEC4S",
+            (window_bytes / 16) as usize,
+        );
         let src = if share_a { super::share_across_subgroup(&src) } else { src };
         let uniform_src = (window_bytes >= 4096).then(|| {
             let ab = super::uniform_input(&src, "b", 2, window_bytes);
@@ -170,9 +174,21 @@ impl Gemm {
         let uniform_kernels = Default::default();
         // params, A and B, then A and B again for each further window
         let bindable = (gpu.limits.max_uniform_buffers_per_shader_stage as usize).saturating_sub(3) / 2 + 1;
-        let max_windows = super::env_knob("GPU_LENET_GEMM_WINDOWS", |w| (1..=MAX_WINDOWS).contains(&w)).unwrap_or(MAX_WINDOWS).min(bindable).max(1);
+        let max_windows = super::env_knob("GPU_LENET_GEMM_WINDOWS", |w| (1..=MAX_WINDOWS).contains(&w))
+            .unwrap_or(MAX_WINDOWS)
+            .min(bindable)
+            .max(1);
         let no_bias_grad = gpu.storage("gemm: no bias grad", 4);
-        Gemm { storage, uniform_src, uniform_kernels, window_bytes, max_windows, no_bias_grad, default_variant, tile_rows }
+        Gemm {
+            storage,
+            uniform_src,
+            uniform_kernels,
+            window_bytes,
+            max_windows,
+            no_bias_grad,
+            default_variant,
+            tile_rows,
+        }
     }
 
     /// This GEMM with at most `windows` (1 to MAX_WINDOWS) windows of B in one dispatch (tests
@@ -268,7 +284,16 @@ impl Gemm {
     /// dispatches. None where `variant` has no such kernel (the storage GEMM) or cannot bind these
     /// buffers: then bind the weight grad and a `bias_grad` dispatch instead.
     #[allow(clippy::too_many_arguments)]
-    pub fn bind_weight_grad_and_bias(&self, gpu: &Gpu, variant: Variant, (m, n, k): (usize, usize, usize), a: &View, b: &View, c: &View, db: &View) -> Option<Vec<Dispatch>> {
+    pub fn bind_weight_grad_and_bias(
+        &self,
+        gpu: &Gpu,
+        variant: Variant,
+        (m, n, k): (usize, usize, usize),
+        a: &View,
+        b: &View,
+        c: &View,
+        db: &View,
+    ) -> Option<Vec<Dispatch>> {
         let dims = dims(Product::WeightGrad, m, n, k);
         let strides = (1, n, k, 1);
         let none = Epilogue::default();
@@ -279,7 +304,9 @@ impl Gemm {
         };
         // The variant's own fallback order: B a window where it can be, else from storage.
         if uniform_b {
-            if let Some(d) = self.bind_windows(gpu, true, Product::WeightGrad, dims, strides, none, a, b, a, a, c, Some(db)) {
+            if let Some(d) =
+                self.bind_windows(gpu, true, Product::WeightGrad, dims, strides, none, a, b, a, a, c, Some(db))
+            {
                 return Some(d);
             }
         }
@@ -331,7 +358,9 @@ impl Gemm {
             Reduction,
             FollowA,
         }
-        let fits = |offset: u64, last_start: usize, unit: usize| offset % align as u64 == 0 && offset + (last_start * unit + window) as u64 <= b.buffer.size();
+        let fits = |offset: u64, last_start: usize, unit: usize| {
+            offset.is_multiple_of(align as u64) && offset + (last_start * unit + window) as u64 <= b.buffer.size()
+        };
         let (split, b_unit, b_per) = if !uniform_b {
             (Split::Storage, 0, 0)
         } else if over_reduction {
@@ -350,7 +379,7 @@ impl Gemm {
             (Split::Whole, 0, 0)
         } else if product == Product::Forward && b_rs == 1 {
             let unit = 4 * b_cs; // one output column of B is one row of W
-            // Whole workgroups of columns (8 lanes x 4) where a window holds that many.
+                                 // Whole workgroups of columns (8 lanes x 4) where a window holds that many.
             let c_step = lcm(if window / unit >= 32 { 32 } else { 4 }, align / gcd(unit, align));
             let b_per = (window / unit) / c_step * c_step;
             if b_per == 0 || !fits(b.offset, (cols.div_ceil(b_per) - 1) * b_per, unit) {
@@ -368,7 +397,7 @@ impl Gemm {
         } else {
             return None;
         };
-        if per == 0 || a.offset % align as u64 != 0 {
+        if per == 0 || !a.offset.is_multiple_of(align as u64) {
             return None;
         }
         if a.offset + ((total.div_ceil(per) - 1) * per * row_bytes) as u64 + self.window_bytes > a.buffer.size() {
@@ -388,11 +417,14 @@ impl Gemm {
             let a_offset = a.offset + (start * row_bytes) as u64;
             if over_reduction {
                 // The weight grad: A's windows run over the reduction (B's rows follow them).
-                let (b_k0, b_offset) = if split == Split::FollowA { (0, b.offset + (start * b_unit) as u64) } else { (start, b.offset) };
+                let (b_k0, b_offset) =
+                    if split == Split::FollowA { (0, b.offset + (start * b_unit) as u64) } else { (start, b.offset) };
                 let win = Window { k: len, a_k0: 0, b_k0, a_offset, b_offset, col0: 0, cols };
                 match jobs.first_mut() {
                     Some(job) => job.windows.push(win),
-                    None => jobs.push(Job { m: rows, n: cols, c_row0: 0, c_col0: 0, windows: vec![win], columns: false }),
+                    None => {
+                        jobs.push(Job { m: rows, n: cols, c_row0: 0, c_col0: 0, windows: vec![win], columns: false })
+                    }
                 }
             } else {
                 for &(b0, b_len) in &b_windows {
@@ -404,19 +436,40 @@ impl Gemm {
                             let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset, col0: b0, cols: b_len };
                             match jobs.last_mut() {
                                 Some(job) if b0 > 0 => job.windows.push(win),
-                                _ => jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win], columns: true }),
+                                _ => jobs.push(Job {
+                                    m: len,
+                                    n: cols,
+                                    c_row0: start,
+                                    c_col0: 0,
+                                    windows: vec![win],
+                                    columns: true,
+                                }),
                             }
                         }
                         Split::Reduction => {
                             let win = Window { k: b_len, a_k0: b0, b_k0: 0, a_offset, b_offset, col0: 0, cols };
                             match jobs.last_mut() {
                                 Some(job) if b0 > 0 => job.windows.push(win),
-                                _ => jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win], columns: false }),
+                                _ => jobs.push(Job {
+                                    m: len,
+                                    n: cols,
+                                    c_row0: start,
+                                    c_col0: 0,
+                                    windows: vec![win],
+                                    columns: false,
+                                }),
                             }
                         }
                         _ => {
                             let win = Window { k: red, a_k0: 0, b_k0: 0, a_offset, b_offset: b.offset, col0: 0, cols };
-                            jobs.push(Job { m: len, n: cols, c_row0: start, c_col0: 0, windows: vec![win], columns: false });
+                            jobs.push(Job {
+                                m: len,
+                                n: cols,
+                                c_row0: start,
+                                c_col0: 0,
+                                windows: vec![win],
+                                columns: false,
+                            });
                         }
                     }
                 }
@@ -435,7 +488,12 @@ impl Gemm {
             // Up to max_windows windows a dispatch. Over the reduction, later dispatches add to C
             // in order and the last applies the epilogue; over columns, each dispatch has its own
             // columns (and windows narrower than a workgroup get a dispatch each).
-            let per_dispatch = if job.columns && job.windows.iter().any(|w| w.cols % 32 != 0 && w.col0 + w.cols < job.n) { 1 } else { self.max_windows };
+            let per_dispatch = if job.columns && job.windows.iter().any(|w| w.cols % 32 != 0 && w.col0 + w.cols < job.n)
+            {
+                1
+            } else {
+                self.max_windows
+            };
             let chunks: Vec<&[Window]> = job.windows.chunks(per_dispatch).collect();
             for (ci, wins) in chunks.iter().enumerate() {
                 let (accumulate, last) = if job.columns { (false, true) } else { (ci > 0, ci + 1 == chunks.len()) };
@@ -469,22 +527,48 @@ impl Gemm {
                     more,
                 };
                 let params = gpu.uniform("gemm_uniform_a params", &p);
-                let b_res = |w: &Window| if uniform_b { binding(&b.buffer, w.b_offset, window_bytes) } else { b.resource() };
+                let b_res =
+                    |w: &Window| if uniform_b { binding(&b.buffer, w.b_offset, window_bytes) } else { b.resource() };
                 let db_res = match db {
                     Some(db) => db.resource(),
                     None => self.no_bias_grad.as_entire_binding(),
                 };
-                let mut resources = vec![params.as_entire_binding(), binding(&a.buffer, wins[0].a_offset, window_bytes), b_res(&wins[0]), bias.resource(), aux.resource(), c.resource(), db_res];
+                let mut resources = vec![
+                    params.as_entire_binding(),
+                    binding(&a.buffer, wins[0].a_offset, window_bytes),
+                    b_res(&wins[0]),
+                    bias.resource(),
+                    aux.resource(),
+                    c.resource(),
+                    db_res,
+                ];
                 for w in &wins[1..] {
                     resources.push(binding(&a.buffer, w.a_offset, window_bytes));
                     if uniform_b {
                         resources.push(binding(&b.buffer, w.b_offset, window_bytes));
                     }
                 }
-                let we = WindowEpilogue { bias: epi.bias && last, relu: epi.relu && last, mask: epi.mask && last, accumulate, bias_grad: db.is_some(), vec4, columns };
+                let we = WindowEpilogue {
+                    bias: epi.bias && last,
+                    relu: epi.relu && last,
+                    mask: epi.mask && last,
+                    accumulate,
+                    bias_grad: db.is_some(),
+                    vec4,
+                    columns,
+                };
                 let kernel = kernels.entry((uniform_b, wins.len(), we)).or_insert_with(|| {
-                    let (name, b_slot) = if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
-                    let mut slots = vec![Slot::Uniform, Slot::Uniform, b_slot, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite];
+                    let (name, b_slot) =
+                        if uniform_b { ("gemm_uniform_ab", Slot::Uniform) } else { ("gemm_uniform_a", Slot::Read) };
+                    let mut slots = vec![
+                        Slot::Uniform,
+                        Slot::Uniform,
+                        b_slot,
+                        Slot::Read,
+                        Slot::Read,
+                        Slot::ReadWrite,
+                        Slot::ReadWrite,
+                    ];
                     for _ in 1..wins.len() {
                         slots.push(Slot::Uniform);
                         if uniform_b {
@@ -541,8 +625,10 @@ pub fn vec4_output(source: &str) -> String {
     let swaps = [
         ("var<storage, read> aux: array<f32>;", "var<storage, read> aux: array<vec4<f32>>;"),
         ("var<storage, read_write> c: array<f32>;", "var<storage, read_write> c: array<vec4<f32>>;"),
-        ("    var r = vec4<f32>(0.0);\n    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = c[o + u]; } }\n    return r;", "    return c[o / 4u];"),
-        ("    var r = vec4<f32>(0.0);\n    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = aux[o + u]; } }\n    return r;", "    return aux[o / 4u];"),
+        ("    var r = vec4<f32>(0.0);\n    for (var u = 0u; u < 4u; u++) { if (u < live) { r[u] = c[o + u]; } }\n    \
+            return r;", "    return c[o / 4u];"),
+        ("    var r = vec4<f32>(0.0);\n    for (var u = 0u; u < 4u; u++) \
+            { if (u < live) { r[u] = aux[o + u]; } }\n    return r;", "    return aux[o / 4u];"),
         ("    for (var u = 0u; u < 4u; u++) { if (u < live) { c[o + u] = v[u]; } }", "    c[o / 4u] = v;"),
     ];
     super::rewrite(source, "gemm_uniform_a.wgsl", &swaps)
@@ -566,7 +652,10 @@ pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
     let mut binding = 7; // after C (5) and the bias grad (6)
     for w in 1..windows {
         let e = w - 1;
-        decls += &format!("\n@group(0) @binding({binding}) var<uniform> a{w}: array<vec4<f32>, A_VEC4S>;\nfn a{w}_at(i: u32) -> f32 {{ return a{w}[i >> 2u][i & 3u]; }}");
+        decls += &format!(
+            "\n@group(0) @binding({binding}) var<uniform> a{w}: array<vec4<f32>, A_VEC4S>;\nfn \
+            a{w}_at(i: u32) -> f32 {{ return a{w}[i >> 2u][i & 3u]; }}"
+        );
         binding += 1;
         let mut copy = block
             .replace("p.k,", &format!("p.more[{e}].x,"))
@@ -576,7 +665,10 @@ pub fn more_windows(source: &str, windows: usize, uniform_b: bool) -> String {
             .replace("col_start(0u)", &format!("col_start({w}u)"))
             .replace("a_at(", &format!("a{w}_at("));
         if uniform_b {
-            decls += &format!("\n@group(0) @binding({binding}) var<uniform> b{w}: array<vec4<f32>, A_VEC4S>;\nfn b{w}_at(i: u32) -> f32 {{ return b{w}[i >> 2u][i & 3u]; }}");
+            decls += &format!(
+                "\n@group(0) @binding({binding}) var<uniform> b{w}: array<vec4<f32>, A_VEC4S>;\nfn \
+                b{w}_at(i: u32) -> f32 {{ return b{w}[i >> 2u][i & 3u]; }}"
+            );
             binding += 1;
             copy = copy.replace("b_at(", &format!("b{w}_at("));
         }
@@ -626,7 +718,7 @@ pub fn reference(
             if epi.relu && acc < 0.0 {
                 acc = 0.0;
             }
-            if epi.mask && !(aux[i * cols + j] > 0.0) {
+            if epi.mask && (aux[i * cols + j] <= 0.0 || aux[i * cols + j].is_nan()) {
                 acc = 0.0;
             }
             c[i * cols + j] = acc as f32;

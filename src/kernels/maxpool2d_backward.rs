@@ -28,8 +28,9 @@ impl Maxpool2dBackward {
         let mut constants = plane_constants(s);
         constants.push(("RELU_MASK", relu_mask as u32 as f64));
         // Exact tiling (stride == kernel, nothing left over): one invocation per window.
-        let per_window = s.stride == s.k && s.h % s.k == 0 && s.w % s.k == 0;
-        let (name, entry) = if per_window { ("maxpool2d_backward.per_window", "per_window") } else { ("maxpool2d_backward", "main") };
+        let per_window = s.stride == s.k && s.h.is_multiple_of(s.k) && s.w.is_multiple_of(s.k);
+        let (name, entry) =
+            if per_window { ("maxpool2d_backward.per_window", "per_window") } else { ("maxpool2d_backward", "main") };
         let kernel = Kernel::with_constants(
             gpu,
             name,
@@ -66,6 +67,6 @@ pub fn reference(s: PoolShape, relu_mask: bool, dy: &[f32], idx: &[u32], act: &[
     }
     dx.iter()
         .enumerate()
-        .map(|(i, &g)| if relu_mask && !(act[i] > 0.0) { 0.0 } else { g as f32 })
+        .map(|(i, &g)| if relu_mask && (act[i] <= 0.0 || act[i].is_nan()) { 0.0 } else { g as f32 })
         .collect()
 }

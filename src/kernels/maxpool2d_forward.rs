@@ -63,11 +63,7 @@ impl Maxpool2dForward {
     pub fn bind(&self, gpu: &Gpu, planes: usize, x: &View, y: &View, idx: &View) -> Dispatch {
         let total = PoolShape { planes, ..self.shape }.output_len();
         let params = gpu.uniform("maxpool2d_forward params", &Params { total: total as u32, _pad: [0; 3] });
-        self.kernel.bind(
-            gpu,
-            &[params.as_entire_binding(), x.resource(), y.resource(), idx.resource()],
-            grid_1d(total),
-        )
+        self.kernel.bind(gpu, &[params.as_entire_binding(), x.resource(), y.resource(), idx.resource()], grid_1d(total))
     }
 }
 

@@ -85,14 +85,22 @@ pub fn uniform_input(source: &str, name: &str, binding: u32, bytes: u64) -> Stri
     let access = format!("fn {name}_at(i: u32) -> f32 {{ return {name}[i]; }}");
     assert!(source.contains(&decl) && source.contains(&access), "shader lacks the storage input {name}");
     source
-        .replace(&decl, &format!("@group(0) @binding({binding}) var<uniform> {name}: array<vec4<f32>, {}u>;", bytes / 16))
+        .replace(
+            &decl,
+            &format!("@group(0) @binding({binding}) var<uniform> {name}: array<vec4<f32>, {}u>;", bytes / 16),
+        )
         .replace(&access, &format!("fn {name}_at(i: u32) -> f32 {{ return {name}[i >> 2u][i & 3u]; }}"))
 }
 
 /// Uniform windows over `batch` images of `image_bytes` each, `per` images a window, starting
 /// at `view`: (first image, images in the window, the binding). None when the buffer lacks the
 /// room a full-size last window needs (then the caller uses its storage kernel).
-pub fn image_windows(view: &View, batch: usize, image_bytes: u64, per: usize) -> Option<Vec<(usize, usize, wgpu::BindingResource<'_>)>> {
+pub fn image_windows(
+    view: &View,
+    batch: usize,
+    image_bytes: u64,
+    per: usize,
+) -> Option<Vec<(usize, usize, wgpu::BindingResource<'_>)>> {
     if view.offset + batch as u64 * image_bytes + UNIFORM_SLACK_BYTES > view.buffer.size() {
         return None;
     }
@@ -158,7 +166,8 @@ pub fn shared_uniform_windows(gpu: &Gpu, item_bytes: &[usize]) -> Option<usize> 
 /// default only on a CPU adapter; `GPU_LENET_UNIFORM_INPUTS=1` / `=0` (or the older
 /// `GPU_LENET_NO_UNIFORM_INPUTS`) force it, for measuring both on one adapter.
 pub fn uniform_inputs_pay(gpu: &Gpu) -> bool {
-    env_knob("GPU_LENET_NO_UNIFORM_INPUTS", |n| n <= 1) != Some(1) && per_adapter(gpu, "GPU_LENET_UNIFORM_INPUTS", |n| n <= 1, 1, 0) == 1
+    env_knob("GPU_LENET_NO_UNIFORM_INPUTS", |n| n <= 1) != Some(1)
+        && per_adapter(gpu, "GPU_LENET_UNIFORM_INPUTS", |n| n <= 1, 1, 0) == 1
 }
 
 /// A tuning choice made per kind of adapter: `cpu` on a CPU adapter (lavapipe, where the
@@ -196,7 +205,10 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
 pub fn pooled_argmax_input(source: &str) -> String {
     let stub = "fn pidx_at(i: u32) -> f32 { return 0.0; }";
     assert!(source.contains(stub), "shader lacks the argmax stub");
-    let src = source.replace(stub, "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }");
+    let src = source.replace(
+        stub,
+        "@group(0) @binding(4) var<storage, read> pidx: array<f32>;\nfn pidx_at(i: u32) -> f32 { return pidx[i]; }",
+    );
     uniform_input(&src, "pidx", 4, UNIFORM_SLACK_BYTES)
 }
 
@@ -251,7 +263,7 @@ pub fn subgroup_sharing(gpu: &Gpu, wg: usize) -> bool {
         && lo >= 8
         && lo % 8 == 0
         && hi <= wg
-        && wg % hi == 0
+        && wg.is_multiple_of(hi)
         && std::env::var_os("GPU_LENET_NO_SUBGROUPS").is_none()
 }
 
@@ -262,7 +274,10 @@ pub fn subgroup_sharing(gpu: &Gpu, wg: usize) -> bool {
 pub fn share_across_subgroup(source: &str) -> String {
     let swaps = [
         ("const SHARE: u32 = 1u;", "const SHARE: u32 = 8u;"),
-        ("fn share(v: f32, lane: u32) -> f32 { return v; }", "fn share(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }"),
+        (
+            "fn share(v: f32, lane: u32) -> f32 { return v; }",
+            "fn share(v: f32, lane: u32) -> f32 { return subgroupShuffle(v, lane); }",
+        ),
         ("@builtin(local_invocation_index) lane_id: u32", "@builtin(subgroup_invocation_id) lane_id: u32"),
     ];
     rewrite(source, "shader", &swaps)
@@ -346,10 +361,8 @@ impl Kernel {
                 count: None,
             })
             .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(name),
-            entries: &entries,
-        });
+        let layout =
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(name),
             bind_group_layouts: &[Some(&layout)],
@@ -363,7 +376,10 @@ impl Kernel {
             checks.force_loop_bounding = false;
             checks.int_div_checks = false;
         }
-        let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(self.source.as_str().into()) };
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(self.source.as_str().into()),
+        };
         // SAFETY: every loop in shaders/ has a finite trip count (bounded by a params field or an
         // override constant), and every integer division or modulo is by a shape or a constant
         // that the Rust side guarantees non-zero (shapes with a zero dimension are rejected).
@@ -421,7 +437,7 @@ impl Dispatch {
     /// Records the dispatch into a pass. `dynamic_offset` selects the row of the step table for
     /// kernels that read it (ignored by the others).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, dynamic_offset: u32) {
-        if self.workgroups.iter().any(|&n| n == 0) {
+        if self.workgroups.contains(&0) {
             return;
         }
         pass.set_pipeline(&self.pipeline);
@@ -516,9 +532,8 @@ impl StepTable {
 
     /// A table for `steps` consecutive steps of `batch` samples each.
     pub fn sequential(gpu: &Gpu, steps: usize, batch: usize) -> StepTable {
-        let rows: Vec<StepInfo> = (0..steps)
-            .map(|s| StepInfo { step: s as u32, start: (s * batch) as u32, _pad: [0; 2] })
-            .collect();
+        let rows: Vec<StepInfo> =
+            (0..steps).map(|s| StepInfo { step: s as u32, start: (s * batch) as u32, _pad: [0; 2] }).collect();
         StepTable::new(gpu, &rows)
     }
 
@@ -546,7 +561,8 @@ mod tests {
         let out = unroll(src, "t", "N", 3);
         assert_eq!(
             out,
-            "a(); { let t = 0u;\n if (t > 0u) { b(t); }\n} { let t = 1u;\n if (t > 0u) { b(t); }\n} { let t = 2u;\n if (t > 0u) { b(t); }\n} c();"
+            "a(); { let t = 0u;\n if (t > 0u) { b(t); }\n} { let t = 1u;\n if (t > 0u) { b(t); }\n} \
+                { let t = 2u;\n if (t > 0u) { b(t); }\n} c();"
         );
         assert_eq!(unroll(src, "t", "N", 0), "a();  c();");
         let twice = format!("{src} {src}");

@@ -37,9 +37,15 @@ impl GpuSplit {
     }
 
     /// [`GpuSplit::upload`] with an explicit per-buffer byte limit (tests force several chunks).
-    pub fn upload_with_limit(gpu: &Gpu, ds: &Dataset, split: &Split, what: &str, limit: usize) -> Result<GpuSplit, String> {
+    pub fn upload_with_limit(
+        gpu: &Gpu,
+        ds: &Dataset,
+        split: &Split,
+        what: &str,
+        limit: usize,
+    ) -> Result<GpuSplit, String> {
         let record = ds.record();
-        if record % 4 != 0 {
+        if !record.is_multiple_of(4) {
             return Err(format!("{what}: image records of {record} bytes are not a multiple of 4"));
         }
         let per_chunk = (limit / record).max(1);
@@ -47,8 +53,9 @@ impl GpuSplit {
         let nchunks = n.div_ceil(per_chunk).max(1);
         if nchunks > MAX_CHUNKS {
             return Err(format!(
-                "{what}: {n} images ({} MiB) need {nchunks} buffers at this adapter's {} MiB binding limit; at most {MAX_CHUNKS} are supported",
-                n * record >> 20,
+                "{what}: {n} images ({} MiB) need {nchunks} buffers at this adapter's {} MiB binding limit; at most \
+                    {MAX_CHUNKS} are supported",
+                (n * record) >> 20,
                 limit >> 20
             ));
         }
@@ -110,11 +117,26 @@ impl PrepareBatch {
     /// Gathers `batch` samples starting at the step table's `start` in `perm` into `x`
     /// ([batch, C, 32, 32], normalised) and `labels`. `split` must have the layout the pipeline
     /// was built for.
-    pub fn bind(&self, gpu: &Gpu, split: &GpuSplit, perm: &View, steps: &StepTable, batch: usize, x: &View, labels: &View) -> Dispatch {
-        assert_eq!((split.channels, split.chunks.len()), (self.channels, self.chunks), "prepare_batch built for another layout");
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        split: &GpuSplit,
+        perm: &View,
+        steps: &StepTable,
+        batch: usize,
+        x: &View,
+        labels: &View,
+    ) -> Dispatch {
+        assert_eq!(
+            (split.channels, split.chunks.len()),
+            (self.channels, self.chunks),
+            "prepare_batch built for another layout"
+        );
         let total = batch * split.channels * IMAGE * IMAGE;
         let params = gpu.uniform("prepare_batch params", &Params { total: total as u32, _pad: [0; 3] });
-        let chunk_views: Vec<View> = (0..MAX_CHUNKS).map(|c| View::whole(&split.chunks[c.min(split.chunks.len() - 1)])).collect();
+        let chunk_views: Vec<View> =
+            (0..MAX_CHUNKS).map(|c| View::whole(&split.chunks[c.min(split.chunks.len() - 1)])).collect();
         let lv = View::whole(&split.labels);
         let mut res = vec![params.as_entire_binding(), steps.resource(), perm.resource(), lv.resource()];
         res.extend(chunk_views.iter().map(|v| v.resource()));

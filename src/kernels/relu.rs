@@ -35,7 +35,11 @@ impl Relu {
     /// dx = dy * (y > 0), with y the forward's output.
     pub fn bind_backward(&self, gpu: &Gpu, dy: &View, y: &View, dx: &View) -> Dispatch {
         let params = gpu.uniform("relu params", &Params { n: dy.len as u32, _pad: [0; 3] });
-        self.backward.bind(gpu, &[params.as_entire_binding(), dy.resource(), y.resource(), dx.resource()], grid_1d(dy.len))
+        self.backward.bind(
+            gpu,
+            &[params.as_entire_binding(), dy.resource(), y.resource(), dx.resource()],
+            grid_1d(dy.len),
+        )
     }
 }
 

@@ -33,10 +33,14 @@ impl SgdMomentum {
 
     pub fn bind(&self, gpu: &Gpu, lr: f32, momentum: f32, grad: &View, weight: &View, velocity: &View) -> Dispatch {
         let n = weight.len;
-        let (kernel, per) = if n % 4 == 0 { (&self.vec4, 4) } else { (&self.scalar, 1) };
+        let (kernel, per) = if n.is_multiple_of(4) { (&self.vec4, 4) } else { (&self.scalar, 1) };
         let elems = n / per;
         let params = gpu.uniform("sgd_momentum params", &Params { n: elems as u32, lr, momentum, _pad: 0 });
-        kernel.bind(gpu, &[params.as_entire_binding(), grad.resource(), weight.resource(), velocity.resource()], grid_1d(elems.div_ceil(PER)))
+        kernel.bind(
+            gpu,
+            &[params.as_entire_binding(), grad.resource(), weight.resource(), velocity.resource()],
+            grid_1d(elems.div_ceil(PER)),
+        )
     }
 }
 

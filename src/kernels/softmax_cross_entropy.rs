@@ -26,7 +26,15 @@ impl SoftmaxCrossEntropy {
             "softmax_cross_entropy",
             include_str!("../../shaders/softmax_cross_entropy.wgsl"),
             "main",
-            &[Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read, Slot::ReadWrite, Slot::ReadWrite, Slot::ReadWrite],
+            &[
+                Slot::Uniform,
+                Slot::UniformDynamic,
+                Slot::Read,
+                Slot::Read,
+                Slot::ReadWrite,
+                Slot::ReadWrite,
+                Slot::ReadWrite,
+            ],
         );
         SoftmaxCrossEntropy { kernel }
     }

@@ -45,10 +45,7 @@ impl Arena {
     }
 
     pub fn get(&self, name: &str) -> &TensorSpec {
-        self.tensors
-            .iter()
-            .find(|t| t.name == name)
-            .unwrap_or_else(|| panic!("no tensor named {name} in the arena"))
+        self.tensors.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor named {name} in the arena"))
     }
 
     /// The tensor's values inside a host copy of the arena.

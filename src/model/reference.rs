@@ -5,8 +5,8 @@ use super::lenet::{conv1_shape, conv2_shape, pool1_shape, pool2_shape};
 use super::{Arena, CLASSES};
 use crate::kernels::gemm::{self, Epilogue, Product};
 use crate::kernels::{
-    bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward,
-    maxpool2d_forward, sgd_momentum, softmax_cross_entropy,
+    bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward, maxpool2d_forward,
+    sgd_momentum, softmax_cross_entropy,
 };
 
 /// What one forward + backward pass produced.
@@ -51,7 +51,8 @@ pub fn forward_backward(
     let (p2, i2) = maxpool2d_forward::reference(s2, &a2);
     let a3 = gemm::reference(Product::Forward, (batch, 120, 400), relu, &p2, w("fc1.weight"), w("fc1.bias"), &[]);
     let a4 = gemm::reference(Product::Forward, (batch, 84, 120), relu, &a3, w("fc2.weight"), w("fc2.bias"), &[]);
-    let logits = gemm::reference(Product::Forward, (batch, CLASSES, 84), linear, &a4, w("fc3.weight"), w("fc3.bias"), &[]);
+    let logits =
+        gemm::reference(Product::Forward, (batch, CLASSES, 84), linear, &a4, w("fc3.weight"), w("fc3.bias"), &[]);
     let (d_logits, loss_sum, correct) = softmax_cross_entropy::reference(batch, CLASSES, &logits, labels);
 
     let mut grads = vec![0f32; arena.words];

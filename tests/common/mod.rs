@@ -47,7 +47,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     let (mut worst, mut at) = (0f64, 0);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let d = (g as f64 - w as f64).abs();
-        if !(d <= worst) {
+        if d > worst || d.is_nan() {
             worst = d;
             at = i;
         }
@@ -55,7 +55,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     let rel = worst / scale;
     assert!(
         rel <= tol,
-        "{what}: max error {worst:e} at [{at}] (got {}, want {}) is {rel:e} of the largest value {scale:e}; tolerance {tol:e}",
+        "{what}: max error {worst:e} at [{at}] (got {}, want {}) is {rel:e} of the largest value {scale:e}; \
+            tolerance {tol:e}",
         got[at],
         want[at]
     );
