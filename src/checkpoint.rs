@@ -1,11 +1,12 @@
 //! Checkpoints as safetensors, f32, with PyTorch's `state_dict` names and shapes, so
 //! `Net().load_state_dict(safetensors.torch.load_file(path))` works unchanged. Writes are
 //! atomic: a temporary file in the same folder, fsync, rename. A crash mid-write leaves the
-//! previous file intact.
+//! previous file intact. The same tensors and metadata always give the same bytes: tensors in
+//! the order safetensors sorts them, metadata in key order.
 
 use crate::model::{param_specs, Arena};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -44,7 +45,7 @@ pub fn to_bytes(
     arena: &Arena,
     weights: &[f32],
     momentum: Option<&[f32]>,
-    metadata: HashMap<String, String>,
+    metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in &arena.tensors {
@@ -59,8 +60,30 @@ pub fn to_bytes(
         .iter()
         .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent tensor view")))
         .collect();
-    let meta = if metadata.is_empty() { None } else { Some(metadata) };
-    safetensors::serialize(views, meta).map_err(|e| format!("cannot serialise checkpoint: {e}"))
+    // safetensors writes its metadata map in hash order, which changes from process to process:
+    // serialise without it and put it into the header ourselves, in key order.
+    let bytes = safetensors::serialize(views, None).map_err(|e| format!("cannot serialise checkpoint: {e}"))?;
+    with_metadata(&bytes, metadata)
+}
+
+/// `bytes` (a safetensors file without metadata) with `metadata` as its `__metadata__`, in key
+/// order; the tensor entries and data stay as they are.
+fn with_metadata(bytes: &[u8], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    if metadata.is_empty() {
+        return Ok(bytes.to_vec());
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte header length")) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).map_err(|e| format!("cannot serialise checkpoint: {e}"))?;
+    let tensors = header.trim_end().strip_prefix('{').ok_or("cannot serialise checkpoint: header is not an object")?;
+    let meta = serde_json::to_string(metadata).map_err(|e| format!("cannot serialise checkpoint: {e}"))?;
+    let sep = if tensors.starts_with('}') { "" } else { "," };
+    let mut new_header = format!("{{\"__metadata__\":{meta}{sep}{tensors}").into_bytes();
+    new_header.resize(new_header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + new_header.len() + bytes.len() - 8 - n);
+    out.extend((new_header.len() as u64).to_le_bytes());
+    out.extend(new_header);
+    out.extend(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Saves weights (and optionally momentum) atomically.
@@ -69,9 +92,17 @@ pub fn save(
     arena: &Arena,
     weights: &[f32],
     momentum: Option<&[f32]>,
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
 ) -> Result<(), String> {
-    write_atomic(path, &to_bytes(arena, weights, momentum, metadata)?)
+    write_atomic(path, &to_bytes(arena, weights, momentum, &metadata)?)
+}
+
+/// Only the metadata of a checkpoint (its header), for the flags a resume takes from it.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read checkpoint: {e}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format!("{}: not a valid safetensors file: {e}", path.display()))?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// A loaded checkpoint, in the arena layout for its input channel count.

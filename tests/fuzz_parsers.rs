@@ -121,11 +121,11 @@ fn checkpoints_never_panic() {
     let valid = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/init.safetensors")).unwrap();
     // A resumable checkpoint too: metadata and momentum tensors.
     let l = checkpoint::from_bytes(path, &valid, 4).unwrap();
-    let meta = std::collections::HashMap::from([
+    let meta = std::collections::BTreeMap::from([
         ("epoch".to_string(), "3".to_string()),
         ("shuffle_rng".to_string(), "12345".to_string()),
     ]);
-    let resumable = checkpoint::to_bytes(&l.arena, &l.weights, Some(&l.weights), meta).unwrap();
+    let resumable = checkpoint::to_bytes(&l.arena, &l.weights, Some(&l.weights), &meta).unwrap();
     let mut r = Rng(3);
     // Whole-file parses are large; a third of the iterations is enough to cover the header.
     for i in 0..iterations() / 3 {
