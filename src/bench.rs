@@ -13,7 +13,7 @@ use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
 use crate::kernels::{sgd_momentum, Dispatch, Kernel, Slot, StepTable, View};
 use crate::model::lenet::{conv1_shape, conv2_shape, pool1_shape, pool2_shape, FC};
 use crate::model::{reference, Lenet, LenetKernels, Schedule, CLASSES};
-use crate::train::{group_size, init_weights};
+use crate::train::{check_batch_size, group_size, init_weights};
 use std::time::Instant;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -238,14 +238,12 @@ fn cost(name: &str, b: usize, cin: usize, arena_words: usize) -> (f64, f64) {
 
 /// Runs the benchmark. `only` restricts the per-kernel rows to names containing it.
 pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String> {
-    if batch == 0 {
-        return Err("--batch-size: must be at least 1".into());
-    }
     let cin = 3;
+    let kernels = LenetKernels::new(gpu, cin);
+    check_batch_size(gpu, &kernels, batch)?;
     let timestamps =
         gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
     let timer = Timer { gpu, timestamps, reps: 21, best: false };
-    let kernels = LenetKernels::new(gpu, cin);
     let net = Lenet::new(gpu, cin);
     let weights = init_weights(&net, 0);
     net.upload(gpu, &weights, None);
@@ -271,6 +269,17 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         &View::whole(&sched.acts.x),
         &View::whole(&sched.acts.labels),
     );
+    if let Some(o) = only {
+        let names: Vec<&str> = std::iter::once("prepare_batch")
+            .chain(sched.forward.iter().chain(&sched.backward).map(|st| st.name))
+            .collect();
+        if !names.iter().any(|n| n.contains(o)) {
+            return Err(format!(
+                "--kernel {o}: no kernel's name contains it; on this adapter the kernels are: {}",
+                names.join(", ")
+            ));
+        }
+    }
 
     // Correctness: one step, everything but the optimizer, against the CPU reference.
     let mut enc = gpu.device.create_command_encoder(&Default::default());

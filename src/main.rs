@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use gpu_lenet::data::{self, DataOptions, DatasetKind};
 use gpu_lenet::gpu::{self, AdapterChoice, Gpu};
-use gpu_lenet::train::{self, TrainConfig};
+use gpu_lenet::train::{self, Recorded, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,9 +23,9 @@ struct AdapterArgs {
 
 #[derive(Args, Clone)]
 struct DataArgs {
-    /// Data set to use.
-    #[arg(long, value_enum, default_value = "cifar10")]
-    dataset: DatasetKind,
+    /// Data set to use [default: cifar10; with --resume or eval, the one the checkpoint records].
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
     /// Data folder (CIFAR-10: a cifar-10-batches-bin folder, default data/cifar-10-batches-bin;
     /// Fashion-MNIST: its IDX files, default /usr/share/datasets/fashion-mnist).
     #[arg(long)]
@@ -43,21 +43,21 @@ enum Command {
         adapter: AdapterArgs,
         #[command(flatten)]
         data: DataArgs,
-        /// Passes over the training set.
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        /// Images per step; the last partial batch is trained too.
-        #[arg(long, default_value_t = 64)]
-        batch_size: usize,
-        /// SGD learning rate.
-        #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
-        lr: f32,
-        /// SGD momentum (PyTorch's rule: v = momentum*v + g; w -= lr*v).
-        #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-        momentum: f32,
-        /// Seed for initialisation, shuffling and the synthetic data set.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Passes over the training set [default: 10].
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Images per step; the last partial batch is trained too [default: 64].
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// SGD learning rate [default: 0.001].
+        #[arg(long, allow_negative_numbers = true)]
+        lr: Option<f32>,
+        /// SGD momentum (PyTorch's rule: v = momentum*v + g; w -= lr*v) [default: 0.9].
+        #[arg(long, allow_negative_numbers = true)]
+        momentum: Option<f32>,
+        /// Seed for initialisation, shuffling and the synthetic data set [default: 0].
+        #[arg(long)]
+        seed: Option<u64>,
         /// Train in file order instead of a seeded shuffle.
         #[arg(long)]
         no_shuffle: bool,
@@ -74,7 +74,8 @@ enum Command {
         /// and DIR/best.safetensors (the best test accuracy so far), atomically.
         #[arg(long, value_name = "DIR")]
         checkpoint_dir: Option<PathBuf>,
-        /// Continue from DIR/last.safetensors (written by --checkpoint-dir) up to --epochs.
+        /// Continue from DIR/last.safetensors (written by --checkpoint-dir) up to --epochs; flags
+        /// left out (data set, hyperparameters, epochs) are taken from the checkpoint.
         #[arg(long, value_name = "DIR", conflicts_with = "init")]
         resume: Option<PathBuf>,
         /// With --resume: continue even if the flags' hyperparameters differ from the checkpoint's.
@@ -92,8 +93,9 @@ enum Command {
         checkpoint: PathBuf,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Seed of the synthetic data set [default: the checkpoint's, else 0].
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// List every GPU adapter wgpu finds.
     Adapters,
@@ -121,8 +123,11 @@ fn open_gpu(choice: AdapterChoice) -> Result<Gpu, String> {
     Gpu::new(choice)
 }
 
-fn load_data(d: &DataArgs, seed: u64) -> Result<data::Dataset, String> {
-    data::load(&DataOptions { kind: d.dataset, dir: d.data.clone(), download: !d.no_download, seed })
+/// The data set the flags name, else the one `recorded` names, else CIFAR-10; its folder likewise.
+fn data_options(d: &DataArgs, recorded: &Recorded, seed: u64) -> DataOptions {
+    let kind = d.dataset.or(recorded.dataset).unwrap_or(DatasetKind::Cifar10);
+    let dir = d.data.clone().or_else(|| recorded.data_for(kind));
+    DataOptions { kind, dir, download: !d.no_download, seed }
 }
 
 /// First Ctrl-C or SIGTERM: let the submitted GPU work finish, checkpoint, exit with a line
@@ -170,13 +175,21 @@ fn run(cli: Cli) -> Result<(), String> {
             resume,
             allow_changed_hyperparameters,
         } => {
+            // With --resume, what the flags leave out comes from the checkpoint.
+            let recorded = match &resume {
+                Some(dir) => train::recorded_for_resume(dir)?,
+                None => Recorded::default(),
+            };
+            let seed = seed.or(recorded.seed).unwrap_or(0);
+            let data_options = data_options(&data, &recorded, seed);
             let cfg = TrainConfig {
-                epochs,
-                batch_size,
-                lr,
-                momentum,
+                epochs: epochs.or(recorded.epochs).unwrap_or(10),
+                batch_size: batch_size.or(recorded.batch_size).unwrap_or(64),
+                lr: lr.or(recorded.lr).unwrap_or(0.001),
+                momentum: momentum.or(recorded.momentum).unwrap_or(0.9),
                 seed,
-                shuffle: !no_shuffle,
+                shuffle: !no_shuffle && recorded.shuffle.unwrap_or(true),
+                data: data_options.dir.clone(),
                 metrics,
                 save,
                 init,
@@ -189,21 +202,20 @@ fn run(cli: Cli) -> Result<(), String> {
             // Cheap checks first: no data loading or GPU start-up for a bad flag.
             cfg.validate()?;
             let gpu = open_gpu(adapter.adapter)?;
-            let ds = load_data(&data, seed)?;
+            let ds = data::load(&data_options)?;
             train::run(&gpu, ds, &cfg).map(|_| ())
         }
         Command::Eval { adapter, data, checkpoint, batch_size, seed } => {
             if batch_size == 0 {
                 return Err("--batch-size: must be at least 1".into());
             }
+            // Flags left out come from what the checkpoint records (before any data or GPU work).
+            let recorded = train::recorded_for_eval(&checkpoint)?;
             let gpu = open_gpu(adapter.adapter)?;
-            let ds = load_data(&data, seed)?;
+            let ds = data::load(&data_options(&data, &recorded, seed.or(recorded.seed).unwrap_or(0)))?;
             train::evaluate_checkpoint(&gpu, ds, &checkpoint, batch_size).map(|_| ())
         }
         Command::BenchKernels { adapter, batch_size, kernel, json } => {
-            if batch_size == 0 {
-                return Err("--batch-size: must be at least 1".into());
-            }
             let gpu = open_gpu(adapter.adapter)?;
             let report = gpu_lenet::bench::run(&gpu, batch_size, kernel.as_deref())?;
             if json {
@@ -240,8 +252,20 @@ thread_local! {
     static RUNTIME_DIR: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
 }
 
+/// A closed stdout (`gpu-lenet train | head -1`) ends the program quietly, as it does other
+/// command-line tools: Rust ignores SIGPIPE, so every later `println!` would panic instead.
+/// Files are only ever replaced by a rename, so nothing is left half-written.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     gpu_lenet::train::launched();
+    default_sigpipe();
     let cli = Cli::parse();
     quiet_headless_wsi();
     let code = real_main(cli);

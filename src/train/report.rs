@@ -1,0 +1,95 @@
+//! What a run reports: the epoch line's numbers and their `--metrics` JSON lines, the progress
+//! bar, the per-class accuracy table, and the `eval` command.
+
+use super::resume::check_channels;
+use super::{Engine, Totals};
+use crate::checkpoint;
+use crate::data::Dataset;
+use crate::gpu::Gpu;
+use crate::model::CLASSES;
+use std::io::Write;
+use std::path::Path;
+
+/// Per-class accuracy from predictions and labels.
+pub fn per_class(preds: &[u32], labels: &[u8]) -> Vec<(usize, usize)> {
+    let mut c = vec![(0usize, 0usize); CLASSES];
+    for (&p, &l) in preds.iter().zip(labels) {
+        c[l as usize].1 += 1;
+        if p == l as u32 {
+            c[l as usize].0 += 1;
+        }
+    }
+    c
+}
+
+pub fn print_per_class(ds: &Dataset, preds: &[u32]) {
+    for (i, (hit, total)) in per_class(preds, &ds.test.labels).iter().enumerate() {
+        let name = ds.class_names.get(i).map(String::as_str).unwrap_or("?");
+        if *total == 0 {
+            println!("Accuracy for class: {name:<11} has no test images");
+        } else {
+            println!("Accuracy for class: {name:<11} is {:.1} %", 100.0 * *hit as f64 / *total as f64);
+        }
+    }
+}
+
+/// One epoch's numbers, as printed and as written to `--metrics`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub images_per_sec: f64,
+    pub seconds: f64,
+}
+
+/// The whole `eval` command.
+pub fn evaluate_checkpoint(
+    gpu: &Gpu,
+    ds: Dataset,
+    checkpoint_path: &Path,
+    batch_size: usize,
+) -> Result<Totals, String> {
+    let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
+    check_channels(checkpoint_path, &l, &ds)?;
+    let engine = Engine::new(gpu, ds, batch_size, 0.0, 0.0, false)?;
+    engine.upload_weights(&l.weights, None);
+    let (t, preds) = engine.evaluate(true)?;
+    println!(
+        "Test loss: {:.4}, Test accuracy: {:.2}% ({} of {} images) on {}",
+        t.mean_loss(),
+        100.0 * t.accuracy(),
+        t.correct as u64,
+        t.count as u64,
+        gpu.describe()
+    );
+    print_per_class(&engine.dataset, &preds);
+    Ok(t)
+}
+
+/// Appends one epoch's report to the `--metrics` file as a JSON line.
+pub(super) fn append_metrics(path: &Path, report: &EpochReport) -> Result<(), String> {
+    let line = serde_json::to_string(report).map_err(|e| e.to_string())?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("--metrics {}: cannot open for appending: {e}", path.display()))?;
+    writeln!(f, "{line}").map_err(|e| format!("--metrics {}: cannot write: {e}", path.display()))
+}
+
+/// The bar an epoch shows while it trains (hidden unless `show`: stdout is a terminal).
+pub(super) fn epoch_bar(show: bool, epoch: usize, steps: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(steps as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_prefix(epoch.to_string());
+    b
+}
