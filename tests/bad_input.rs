@@ -320,6 +320,21 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
         &["train", "--dataset", "cifar10", "--data", &data, "--batch-size", "100000000"],
         &["--batch-size 100000000", "at most"],
     ));
+    cases.push(case(
+        "bench-kernels batch beyond every adapter's dispatch limit",
+        &["bench-kernels", "--batch-size", "100000000"],
+        &["--batch-size 100000000", "at most"],
+    ));
+    cases.push(case(
+        "bench-kernels --batch-size 0",
+        &["bench-kernels", "--batch-size", "0"],
+        &["--batch-size", "at least 1"],
+    ));
+    cases.push(case(
+        "bench-kernels --kernel that matches none",
+        &["bench-kernels", "--kernel", "nosuch"],
+        &["--kernel nosuch", "conv1", "fc3", "sgd_momentum"],
+    ));
     cases.push(case("--epochs 0", &syn(&["--epochs", "0"]), &["--epochs", "at least 1"]));
     cases.push(case("negative --lr", &syn(&["--lr", "-0.1"]), &["--lr -0.1", "positive"]));
     cases.push(case("NaN --lr", &syn(&["--lr", "NaN"]), &["--lr NaN", "positive"]));
@@ -432,4 +447,37 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// One batch-size limit for every command: the largest batch `train` accepts plus one is refused
+/// by `eval` and `bench-kernels` with the same line (not an allocation failure or a raw wgpu error).
+#[test]
+fn every_command_refuses_a_batch_over_the_same_limit() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gpu-lenet")).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success() && !err.contains("panicked"), "{args:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        errors[0].to_string()
+    };
+    let data = s(&fixture("cifar"));
+    let line = run(&["train", "--dataset", "cifar10", "--data", &data, "--batch-size", "100000000"]);
+    let limit: usize = line
+        .split("at most ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let over = (limit + 1).to_string();
+    let want = format!("--batch-size {over}: this adapter supports at most {limit}");
+    let init = s(&fixture("init.safetensors"));
+    for args in [
+        vec!["train", "--dataset", "cifar10", "--data", &data, "--batch-size", &over],
+        vec!["eval", "--checkpoint", &init, "--dataset", "cifar10", "--data", &data, "--batch-size", &over],
+        vec!["bench-kernels", "--batch-size", &over],
+    ] {
+        let line = run(&args);
+        assert!(line.contains(&want), "{args:?}: {line}");
+    }
 }

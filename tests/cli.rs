@@ -102,6 +102,10 @@ fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint
     assert!(e.ok, "{}", e.stderr);
     assert!(e.stdout.contains(&format!("Test accuracy: {:.2}%", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
     assert!(e.stdout.contains("Accuracy for class: truck"));
+    // Without --dataset and --data, eval takes both from what the checkpoint records.
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap(), "--no-download"], &[]);
+    assert!(e.ok, "{}", e.stderr);
+    assert!(e.stdout.contains(&format!("Test accuracy: {:.2}%", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
 }
 
 fn write_tensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]) {
@@ -120,8 +124,7 @@ fn init_refuses_checkpoints_whose_tensors_do_not_fit_naming_the_tensor() {
     use safetensors::Dtype::{F16, F32};
     let d = temp_dir("init");
     type Tensors = Vec<(&'static str, safetensors::Dtype, Vec<usize>)>;
-    let good: Tensors =
-        gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n, F32, s)).collect();
+    let good: Tensors = gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n, F32, s)).collect();
     let data = fixture("cifar");
     let cases: Vec<(&str, Tensors, &str)> = vec![
         ("missing", good.iter().filter(|t| t.0 != "fc2.bias").cloned().collect(), "fc2.bias"),
@@ -264,7 +267,7 @@ fn fashion_mnist_one_epoch_reaches_80_percent() {
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
     assert!(dir.is_dir(), "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)");
     let d = temp_dir("fashion");
-    let m = d.join("m.jsonl");
+    let (m, ck) = (d.join("m.jsonl"), d.join("w.safetensors"));
     let r = run(
         &[
             "train",
@@ -278,6 +281,8 @@ fn fashion_mnist_one_epoch_reaches_80_percent() {
             "64",
             "--metrics",
             m.to_str().unwrap(),
+            "--save",
+            ck.to_str().unwrap(),
         ],
         &[],
     );
@@ -285,6 +290,47 @@ fn fashion_mnist_one_epoch_reaches_80_percent() {
     let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
     println!("{}", r.stdout);
     assert!(acc >= 0.80, "Fashion-MNIST test accuracy {acc} after 1 epoch:\n{}", r.stdout);
+    // eval of a Fashion-MNIST checkpoint needs no --dataset (and never downloads CIFAR-10).
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap()], &[]);
+    assert!(e.ok, "{}", e.stderr);
+    assert!(e.stdout.contains(&format!("Test accuracy: {:.2}% (", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
+    assert!(
+        e.stdout.contains("of 10000 images") && e.stdout.contains("Accuracy for class: Ankle boot"),
+        "{}",
+        e.stdout
+    );
+}
+
+#[test]
+fn eval_of_a_one_channel_checkpoint_without_metadata_uses_fashion_mnist() {
+    // A PyTorch export: LeNet's tensors for one input channel, no metadata.
+    let d = temp_dir("export");
+    let ck = d.join("export.safetensors");
+    let tensors: Vec<(&str, safetensors::Dtype, Vec<usize>)> =
+        gpu_lenet::model::param_specs(1).into_iter().map(|(n, s)| (n, safetensors::Dtype::F32, s)).collect();
+    write_tensors(&ck, &tensors);
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap()], &[]);
+    assert!(e.ok, "{}", e.stderr);
+    assert!(e.stdout.contains("of 10000 images") && e.stdout.contains("Accuracy for class: Sneaker"), "{}", e.stdout);
+}
+
+/// `gpu-lenet train | head -1`: a closed stdout ends the program quietly (SIGPIPE, as for other
+/// command-line tools), never with a panic. The read end is closed before the first line, so
+/// the first `println!` meets it whatever the adapter's speed.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_gpu-lenet"))
+        .args(["train", "--dataset", "cifar10", "--data", fixture("cifar").to_str().unwrap(), "--epochs", "1"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", o.status);
 }
 
 #[test]

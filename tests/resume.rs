@@ -3,7 +3,7 @@
 //! keeps the last good checkpoint, and run-to-run determinism.
 
 use gpu_lenet::checkpoint;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -55,6 +55,11 @@ fn two_epochs_plus_resume_plus_two_is_bit_identical_to_four() {
         bits(&a.join("last.safetensors")),
         bits(&b.join("last.safetensors")),
         "resumed run is not bit-identical"
+    );
+    // Byte for byte, metadata included: the resumed run records the same progress and flags.
+    assert!(
+        std::fs::read(a.join("last.safetensors")).unwrap() == std::fs::read(b.join("last.safetensors")).unwrap(),
+        "the resumed run's last.safetensors differs from the uninterrupted run's"
     );
     assert!(a.join("best.safetensors").exists());
     // best.safetensors holds only the state_dict (loadable by PyTorch as is).
@@ -108,46 +113,105 @@ fn resume_refuses_changed_hyperparameters_unless_asked() {
     assert!(out.contains("Epoch 2, Loss: "), "{out}");
 }
 
-#[test]
-fn ctrl_c_checkpoints_and_the_run_resumes() {
-    let d = temp_dir("sigint");
+/// Starts `gpu-lenet train ARGS`, waits until its first steps are done (the run says so on stderr
+/// and holds there: `GPU_LENET_TEST_HOLD_FOR_INTERRUPT`), sends SIGINT, and returns its stderr.
+/// An event, not a clock: however fast the adapter, the signal arrives mid-epoch.
+fn interrupt_mid_epoch(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gpu-lenet"))
-        .args([
-            "train",
-            "--dataset",
-            "synthetic",
-            "--epochs",
-            "1",
-            "--lr",
-            "0.01",
-            "--checkpoint-dir",
-            d.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
+        .arg("train")
+        .args(args)
+        .env("GPU_LENET_TEST_HOLD_FOR_INTERRUPT", "1")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until training has started, then let it run a little.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
     let mut line = String::new();
-    while stdout.read_line(&mut line).unwrap() > 0 && !line.contains("Training LeNet-5") {
+    while !line.contains("holding for an interrupt") {
         line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended before its first steps:\n{seen}");
+        seen += &line;
     }
-    std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!seen.contains("panicked"), "{seen}");
+    assert_eq!(status.code(), Some(130), "{seen}");
+    seen
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_the_run_resumes() {
+    let d = temp_dir("sigint");
+    let err = interrupt_mid_epoch(&[
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.01",
+        "--checkpoint-dir",
+        d.to_str().unwrap(),
+    ]);
     let last = err.lines().rev().find(|l| l.starts_with("error: ")).unwrap();
     assert!(last.contains("interrupted at epoch 1") && last.contains("--resume"), "{last}");
     let l = checkpoint::load(&d.join("last.safetensors"), 4).unwrap();
     let step: usize = l.metadata["step"].parse().unwrap();
     assert!(step > 0 && l.metadata["epoch"] == "0", "{:?}", l.metadata);
+    // The command the message prints works as printed (the data set and the hyperparameters come
+    // from the checkpoint), and gives the same weights as a resume with every flag.
+    let printed =
+        last.split("continue with: ").nth(1).and_then(|r| r.split(')').next()).unwrap_or_else(|| panic!("{last}"));
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(&words[..3], &["gpu-lenet", "train", "--resume"], "{printed}");
+    let copy = temp_dir("sigint-copy");
+    std::fs::copy(d.join("last.safetensors"), copy.join("last.safetensors")).unwrap();
+    let (ok, out, err) = train(&words[2..]);
+    assert!(ok, "{printed}: {err}");
+    assert!(out.contains(&format!("and {step} step(s) of epoch 1")) && out.contains("Epoch 1, Loss: "), "{out}");
     let (ok, out, err) =
-        train(&["--dataset", "synthetic", "--epochs", "1", "--lr", "0.01", "--resume", d.to_str().unwrap()]);
+        train(&["--dataset", "synthetic", "--epochs", "1", "--lr", "0.01", "--resume", copy.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains(&format!("and {step} step(s) of epoch 1")) && out.contains("Epoch 1, Loss: "), "{out}");
+    assert_eq!(bits(&d.join("last.safetensors")), bits(&copy.join("last.safetensors")));
+}
+
+#[test]
+fn ctrl_c_with_save_and_no_checkpoint_dir_writes_the_weights() {
+    let d = temp_dir("sigint-save");
+    let save = d.join("w.safetensors");
+    let err = interrupt_mid_epoch(&["--dataset", "synthetic", "--epochs", "1", "--save", save.to_str().unwrap()]);
+    let last = err.lines().rev().find(|l| l.starts_with("error: ")).unwrap();
+    let l = checkpoint::load(&save, 4).unwrap_or_else(|e| panic!("{e}\n{last}"));
+    let step: usize = l.metadata["step"].parse().unwrap();
+    assert!(step > 0 && l.metadata["epoch"] == "0" && l.momentum.is_none(), "{:?}", l.metadata);
+    assert!(
+        last.contains("interrupted at epoch 1")
+            && last.contains(&format!("wrote the weights after step {step} of epoch 1 to {}", save.display())),
+        "{last}"
+    );
+    // Nothing else was left in the folder (the write went through a temporary file and a rename).
+    let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("w.safetensors")]);
+}
+
+#[test]
+fn resume_given_a_file_says_it_takes_the_checkpoint_folder() {
+    let d = temp_dir("resume-file");
+    let f = d.join("last.safetensors");
+    std::fs::write(&f, b"not read").unwrap();
+    let (ok, _, err) = train(&["--resume", f.to_str().unwrap()]);
+    assert!(!ok);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(
+        line.contains("--resume")
+            && line.contains("is a file")
+            && line.contains("--checkpoint-dir")
+            && line.contains(&format!("--resume {}", d.display())),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"not read");
 }
 
 #[test]
@@ -198,6 +262,9 @@ fn the_same_seed_gives_bit_identical_weights() {
     let (a, b, c) = (run("a.safetensors", "5"), run("b.safetensors", "5"), run("c.safetensors", "6"));
     assert_eq!(a, b);
     assert_ne!(a, c);
+    // The same command gives the same file, byte for byte (metadata in a fixed order).
+    let bytes = |name: &str| std::fs::read(d.join(name)).unwrap();
+    assert!(bytes("a.safetensors") == bytes("b.safetensors"), "two runs with seed 5 wrote different bytes");
 }
 
 #[test]
