@@ -246,8 +246,11 @@ impl Gpu {
     }
 
     /// A one-line description of the adapter in use.
+    /// Name, backend, device type and driver version (lavapipe: "Mesa 25.0.7 ...").
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        let driver =
+            if self.info.driver_info.is_empty() { String::new() } else { format!(", {}", self.info.driver_info) };
+        format!("{} ({:?}, {:?}{driver})", self.info.name, self.info.backend, self.info.device_type)
     }
 
     /// Alignment of binding offsets on this device: tensors of the parameter arena are bound
