@@ -1,0 +1,193 @@
+//! The other kernels against their CPU references on the adapter CI has: max-pool forward
+//! (with ties, first maximum, NaN) and backward, ReLU, softmax-cross-entropy (logits of +-80,
+//! non-finite logits) and SGD with momentum, several seeds.
+
+mod common;
+mod kernel_helpers;
+use common::*;
+use kernel_helpers::*;
+
+use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
+use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
+use gpu_lenet::kernels::relu::{self, Relu};
+use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum};
+use gpu_lenet::kernels::softmax_cross_entropy::{self, SoftmaxCrossEntropy, METRICS_WORDS};
+use gpu_lenet::kernels::{run_all, tolerance, StepTable};
+
+fn pool_shapes() -> Vec<PoolShape> {
+    let p = |planes, h, w, k, stride| PoolShape { planes, h, w, k, stride };
+    vec![
+        p(64 * 6, 28, 28, 2, 2),  // LeNet pool1
+        p(64 * 16, 10, 10, 2, 2), // LeNet pool2
+        p(6, 28, 28, 2, 2),       // batch 1
+        p(13 * 16, 10, 10, 2, 2), // odd batch
+        p(7, 9, 11, 2, 2),        // odd sizes: the last row and column are dropped (floor mode)
+        p(5, 9, 9, 3, 2),         // overlapping windows: a pixel can be the max of several
+    ]
+}
+
+#[test]
+fn maxpool2d_forward_matches_reference_with_ties() {
+    let g = gpu();
+    for s in pool_shapes() {
+        let k = Maxpool2dForward::new(g, s);
+        for seed in SEEDS {
+            for ties in [false, true] {
+                let mut r = Rng(seed * 31 + s.planes as u64);
+                // With ties: values from {0, 0.5, 1}, or all zero after a ReLU in many windows.
+                let x: Vec<f32> = (0..s.input_len())
+                    .map(|_| if ties { (r.below(3) as f32) * 0.5 } else { r.uniform(-1.0, 1.0) })
+                    .collect();
+                let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
+                k.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib)).run(g);
+                let (y, idx) = maxpool2d_forward::reference(s, &x);
+                let what = format!("maxpool2d_forward {s:?} ties={ties} seed={seed}");
+                assert_eq!(read(&yb), y, "{what}: values");
+                assert_eq!(read_u32(&ib), idx, "{what}: argmax");
+            }
+        }
+    }
+}
+
+#[test]
+fn maxpool2d_forward_first_maximum_and_nan() {
+    let g = gpu();
+    let s = PoolShape { planes: 1, h: 2, w: 6, k: 2, stride: 2 };
+    let k = Maxpool2dForward::new(g, s);
+    // Window 0: all equal -> index 0. Window 1: max at (1,0) twice -> first in row-major order.
+    // Window 2: a NaN wins and is propagated.
+    let x = vec![1.0, 1.0, 0.0, 2.0, 0.5, f32::NAN, 1.0, 1.0, 2.0, 0.0, 9.0, 3.0];
+    let (xb, yb, ib) = (upload(&x), out(3), out(3));
+    k.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib)).run(g);
+    let (want_y, want_i) = maxpool2d_forward::reference(s, &x);
+    assert_eq!(want_i, vec![0, 3, 5]);
+    assert_eq!(read_u32(&ib), want_i);
+    let y = read(&yb);
+    assert_eq!(&y[..2], &want_y[..2]);
+    assert!(y[2].is_nan() && want_y[2].is_nan());
+}
+
+#[test]
+fn maxpool2d_backward_matches_reference() {
+    let g = gpu();
+    for s in pool_shapes() {
+        let fwd = Maxpool2dForward::new(g, s);
+        for (ties, relu_mask) in [(false, false), (true, true), (false, true)] {
+            let k = Maxpool2dBackward::new(g, s, relu_mask);
+            for seed in SEEDS {
+                let mut r = Rng(seed * 17 + s.planes as u64);
+                // The pooled tensor is a ReLU output: many zeros, and ties when asked.
+                let x: Vec<f32> = (0..s.input_len())
+                    .map(|_| if ties { (r.below(3) as f32) * 0.5 } else { r.uniform(-1.0, 1.0).max(0.0) })
+                    .collect();
+                let dy = r.vec(s.output_len(), -1.0, 1.0);
+                let (xb, yb, ib) = (upload(&x), out(s.output_len()), out(s.output_len()));
+                let (dyb, dxb) = (upload(&dy), out(s.input_len()));
+                let f = fwd.bind(g, s.planes, &v(&xb), &v(&yb), &v(&ib));
+                let b = k.bind(g, s.planes, &v(&dyb), &v(&ib), &v(&xb), &v(&dxb));
+                run_all(g, &[&f, &b]);
+                let (_, idx) = maxpool2d_forward::reference(s, &x);
+                let want = maxpool2d_backward::reference(s, relu_mask, &dy, &idx, &x);
+                let tol = tolerance(s.k * s.k);
+                assert_close(
+                    &format!("maxpool2d_backward {s:?} ties={ties} mask={relu_mask} seed={seed}"),
+                    &read(&dxb),
+                    &want,
+                    tol,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn relu_forward_and_backward_match_reference() {
+    let g = gpu();
+    let k = Relu::new(g);
+    for n in [1usize, 63, 64, 65, 4704 * 3 + 1] {
+        let mut r = Rng(n as u64);
+        let x = r.vec(n, -1.0, 1.0);
+        let dy = r.vec(n, -1.0, 1.0);
+        let (xb, yb, dyb, dxb) = (upload(&x), out(n), upload(&dy), out(n));
+        let f = k.bind_forward(g, &v(&xb), &v(&yb));
+        let b = k.bind_backward(g, &v(&dyb), &v(&yb), &v(&dxb));
+        run_all(g, &[&f, &b]);
+        let y = relu::reference_forward(&x);
+        assert_eq!(read(&yb), y, "relu forward n={n}");
+        assert_eq!(read(&dxb), relu::reference_backward(&dy, &y), "relu backward n={n}");
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_matches_reference_including_large_logits() {
+    let g = gpu();
+    let k = SoftmaxCrossEntropy::new(g);
+    let table = StepTable::sequential(g, 3, 0);
+    for (batch, classes) in [(64, 10), (1, 10), (100, 10), (13, 7), (129, 3)] {
+        for seed in SEEDS {
+            for scale in [1.0f32, 80.0] {
+                let mut r = Rng(seed * 3 + batch as u64);
+                let logits = r.vec(batch * classes, -scale, scale);
+                let labels: Vec<u32> = (0..batch).map(|_| r.below(classes as u32)).collect();
+                let (lb, yb, gb) = (upload(&logits), upload(&labels), out(batch * classes));
+                let mb = out(3 * METRICS_WORDS);
+                // Write into metrics row 2 to check the step table selects the row.
+                let pb = out(batch);
+                let d = k.bind(g, batch, classes, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb), &v(&pb));
+                let mut enc = g.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    d.record(&mut pass, table.offset(2));
+                }
+                g.queue.submit([enc.finish()]);
+                let (grad, loss, correct) = softmax_cross_entropy::reference(batch, classes, &logits, &labels);
+                let what = format!("softmax_cross_entropy batch={batch} classes={classes} scale={scale} seed={seed}");
+                assert_close(&what, &read(&gb), &grad, tolerance(classes));
+                let m = read(&mb);
+                assert!(m[..8].iter().all(|&x| x == 0.0), "{what}: rows 0 and 1 untouched");
+                assert_close(&format!("{what}: loss"), &m[8..9], &[loss as f32], tolerance(batch * classes));
+                assert_eq!(m[9], correct as f32, "{what}: correct count");
+                assert_eq!(m[10], batch as f32, "{what}: count");
+                assert_eq!(m[11], 0.0, "{what}: non-finite flag");
+                let preds = read_u32(&pb);
+                let hits = preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
+                assert_eq!(hits as u32, correct, "{what}: predictions agree with the correct count");
+                assert!(loss.is_finite() && loss > 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_flags_non_finite_logits() {
+    let g = gpu();
+    let k = SoftmaxCrossEntropy::new(g);
+    let table = StepTable::sequential(g, 1, 0);
+    let mut logits = Rng(9).vec(4 * 10, -1.0, 1.0);
+    logits[17] = f32::NAN;
+    let (lb, yb, gb, mb) = (upload(&logits), upload(&[0u32, 1, 2, 3]), out(40), out(METRICS_WORDS));
+    let pb = out(4);
+    k.bind(g, 4, 10, &table, &v(&lb), &v(&yb), &v(&gb), &v(&mb), &v(&pb)).run(g);
+    assert_eq!(read(&mb)[3], 1.0);
+}
+
+#[test]
+fn sgd_momentum_matches_reference_over_several_steps() {
+    let g = gpu();
+    let k = SgdMomentum::new(g);
+    // Lengths that are not a multiple of 4 take the scalar kernel, the others the vec4 one.
+    for n in [1usize, 4, 62_006, 62_008, 62_006 + 64 * 9 + 3] {
+        let mut r = Rng(n as u64);
+        let mut w = r.vec(n, -1.0, 1.0);
+        let mut vel = vec![0f32; n];
+        let (wb, vb) = (upload(&w), upload(&vel));
+        for step in 0..3 {
+            let grad = r.vec(n, -1.0, 1.0);
+            let gb = upload(&grad);
+            k.bind(g, 0.01, 0.9, &v(&gb), &v(&wb), &v(&vb)).run(g);
+            sgd_momentum::reference(0.01, 0.9, &grad, &mut w, &mut vel);
+            assert_close(&format!("sgd weights n={n} step={step}"), &g.read_f32(&wb, n), &w, 1e-6);
+            assert_close(&format!("sgd momentum n={n} step={step}"), &g.read_f32(&vb, n), &vel, 1e-6);
+        }
+    }
+}
