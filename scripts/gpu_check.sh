@@ -9,8 +9,9 @@
 # e.g. on lavapipe: GPU_CHECK_ADAPTER=lavapipe GPU_CHECK_IMAGES=2000 bash scripts/gpu_check.sh
 #
 # GPU_CHECK_TESTS=DIR also runs test binaries built here (`cargo test --no-run`, stripped copies
-# of tests/kernels, train_step, pytorch_parity and the debug gpu-lenet they call, in DIR) on that
-# adapter: the kernels against their CPU references and the step against PyTorch, on a real GPU.
+# of tests/kernels_conv, kernels_gemm, kernels_misc, train_step, pytorch_parity and the debug
+# gpu-lenet they call, in DIR) on that adapter: the kernels against their CPU references and the
+# step against PyTorch, on a real GPU.
 # They find their fixtures under the path they were built in, so that path is linked to this tree.
 # No -e: a failing step (a kernel reported wrong, say) must not hide the steps after it; the
 # script exits 1 at the end, naming them, if any failed.
@@ -52,7 +53,7 @@ if [ -n "${GPU_CHECK_TESTS:-}" ]; then
     fi
     mkdir -p target/debug
     cp "$GPU_CHECK_TESTS/gpu-lenet-debug" target/debug/gpu-lenet
-    for t in kernels train_step pytorch_parity; do
+    for t in kernels_conv kernels_gemm kernels_misc train_step pytorch_parity; do
         echo "== test $t on $ADAPTER"
         GPU_LENET_ADAPTER="$ADAPTER" "$GPU_CHECK_TESTS/$t" 2>&1 | tee -a "$OUT/tests.txt" | tail -5 || failed+=("test $t")
     done

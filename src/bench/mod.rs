@@ -5,14 +5,19 @@
 //! multiply-adds for arithmetic, and this project's GEMM at its best size for reference) and the
 //! whole training step.
 
+mod ceilings;
+mod timer;
+
+use ceilings::cost;
+pub use ceilings::Ceilings;
+use timer::{median, Timer};
+
 use crate::data::synthetic;
 use crate::gpu::Gpu;
-use crate::kernels::gemm::{Epilogue, Product};
 use crate::kernels::prepare_batch::{self, GpuSplit, PrepareBatch};
 use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
-use crate::kernels::{sgd_momentum, Dispatch, Kernel, Slot, StepTable, View};
-use crate::model::lenet::{conv1_shape, conv2_shape, pool1_shape, pool2_shape, FC};
-use crate::model::{reference, Lenet, LenetKernels, Schedule, CLASSES};
+use crate::kernels::{sgd_momentum, Dispatch, StepTable, View};
+use crate::model::{reference, Lenet, LenetKernels, Schedule};
 use crate::train::{check_batch_size, group_size, init_weights};
 use std::time::Instant;
 
@@ -45,17 +50,6 @@ pub struct StepRow {
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Ceilings {
-    pub copy_gbps: f64,
-    /// This project's GEMM at 128^3, the adapter's default variant (on lavapipe both operands in
-    /// one uniform window each).
-    pub gemm_gflops: f64,
-    /// Multiply-adds in registers, nothing loaded: the arithmetic ceiling kernels are measured
-    /// against.
-    pub fma_gflops: f64,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
     pub adapter: String,
     pub batch_size: usize,
@@ -65,175 +59,10 @@ pub struct Report {
     pub train_step: StepRow,
 }
 
-/// Times a list of dispatches: GPU timestamps around each repetition inside one pass when the
-/// adapter allows, else wall clock over all repetitions. Returns the median in milliseconds, or
-/// with `best` the fastest repetition (for the ceilings: what the adapter can do at best).
-struct Timer<'g> {
-    gpu: &'g Gpu,
-    timestamps: bool,
-    reps: usize,
-    best: bool,
-}
-
-impl Timer<'_> {
-    fn pick(&self, v: &mut [f64]) -> f64 {
-        if self.best {
-            v.iter().copied().fold(f64::INFINITY, f64::min)
-        } else {
-            median(v)
-        }
-    }
-}
-
-impl Timer<'_> {
-    fn time_ms(&self, dispatches: &[&Dispatch]) -> Result<f64, String> {
-        let g = self.gpu;
-        // Warm-up: the first dispatch of a pipeline compiles it on some drivers.
-        crate::kernels::run_all(g, dispatches);
-        g.wait_idle()?;
-        if self.timestamps {
-            let n = (2 * self.reps) as u32;
-            let qs = g.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("bench"),
-                ty: wgpu::QueryType::Timestamp,
-                count: n,
-            });
-            let resolve = g.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("bench timestamps"),
-                size: n as u64 * 8,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            let read = g.storage("bench timestamps copy", 2 * n as usize);
-            let mut enc = g.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for r in 0..self.reps as u32 {
-                    pass.write_timestamp(&qs, 2 * r);
-                    for d in dispatches {
-                        d.record(&mut pass, 0);
-                    }
-                    pass.write_timestamp(&qs, 2 * r + 1);
-                }
-            }
-            enc.resolve_query_set(&qs, 0..n, &resolve, 0);
-            enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n as u64 * 8);
-            g.queue.submit([enc.finish()]);
-            let ticks: Vec<u64> = g
-                .read_words::<u32>(&read, 0, 2 * n as usize)?
-                .chunks_exact(2)
-                .map(|w| w[0] as u64 | (w[1] as u64) << 32)
-                .collect();
-            let period = g.queue.get_timestamp_period() as f64;
-            let mut ms: Vec<f64> =
-                ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e6).collect();
-            Ok(self.pick(&mut ms))
-        } else {
-            let mut ms = Vec::new();
-            for _ in 0..5 {
-                let t = Instant::now();
-                let mut enc = g.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    for _ in 0..self.reps {
-                        for d in dispatches {
-                            d.record(&mut pass, 0);
-                        }
-                    }
-                }
-                g.queue.submit([enc.finish()]);
-                g.wait_idle()?;
-                ms.push(t.elapsed().as_secs_f64() * 1e3 / self.reps as f64);
-            }
-            Ok(self.pick(&mut ms))
-        }
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Worst |got - want| relative to max |want|.
 fn rel_error(got: &[f32], want: &[f32]) -> f64 {
     let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-30);
     got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale
-}
-
-const COPY_WGSL: &str = r#"
-@group(0) @binding(0) var<uniform> n: vec4<u32>;
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
-    if (i < n.x) { dst[i] = src[i]; }
-}
-"#;
-
-/// The arithmetic ceiling: multiply-adds on values held in registers, nothing loaded. Each
-/// invocation runs 16 independent chains of FMA_STEPS steps (independent, so the FMA latency is
-/// hidden as it would be in a well-tiled kernel); the result is stored only if it is an
-/// impossible value, so the compiler cannot drop the work.
-const FMA_STEPS: usize = 128;
-const FMA_WGSL: &str = r#"
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let x = f32(gid.x) * 1e-7;
-    var a: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { a[i] = x + f32(i); }
-    for (var s = 0u; s < 128u; s++) {
-        for (var i = 0u; i < 16u; i++) { a[i] = fma(a[i], 0.999, 0.001); }
-    }
-    var t = 0.0;
-    for (var i = 0u; i < 16u; i++) { t += a[i]; }
-    if (t == -1.0) { out[gid.x] = t; }
-}
-"#;
-
-/// FLOPs and bytes moved by one stage at batch `b`.
-fn cost(name: &str, b: usize, cin: usize, arena_words: usize) -> (f64, f64) {
-    let f = |x: usize| x as f64;
-    let conv = |s: crate::kernels::conv2d_forward::ConvShape| (f(2 * s.output_len() * s.cin * s.kh * s.kw), s);
-    let (c1, c2) = (conv1_shape(b, cin), conv2_shape(b));
-    let (p1, p2) = (pool1_shape(b), pool2_shape(b));
-    let fc = |i: usize| (FC[i].0, FC[i].1);
-    match name {
-        "prepare_batch" => (f(3 * b * cin * 1024), f(b * cin * 1024 + 4 * b * cin * 1024 + 8 * b)),
-        "conv1_forward" => (conv(c1).0, f(4 * (c1.input_len() + c1.weight_len() + c1.output_len()))),
-        "conv1_pool1_forward" => {
-            (conv(c1).0 + f(3 * p1.output_len()), f(4 * (c1.input_len() + c1.weight_len() + 2 * p1.output_len())))
-        }
-        "conv2_pool2_forward" => {
-            (conv(c2).0 + f(3 * p2.output_len()), f(4 * (c2.input_len() + c2.weight_len() + 2 * p2.output_len())))
-        }
-        "conv2_forward" => (conv(c2).0, f(4 * (c2.input_len() + c2.weight_len() + c2.output_len()))),
-        "pool1_forward" => (f(3 * p1.output_len()), f(4 * (p1.input_len() + 2 * p1.output_len()))),
-        "pool2_forward" => (f(3 * p2.output_len()), f(4 * (p2.input_len() + 2 * p2.output_len()))),
-        "softmax_cross_entropy" => (f(6 * b * CLASSES), f(4 * (2 * b * CLASSES + b))),
-        "pool2_backward" => (f(p2.input_len()), f(4 * (3 * p2.input_len() + 2 * p2.output_len()))),
-        "pool1_backward" => (f(p1.input_len()), f(4 * (3 * p1.input_len() + 2 * p1.output_len()))),
-        "conv2_backward_weight" => {
-            (conv(c2).0 + f(c2.output_len()), f(4 * (c2.output_len() + c2.input_len() + c2.weight_len())))
-        }
-        "conv1_backward_weight" => {
-            (conv(c1).0 + f(c1.output_len()), f(4 * (c1.output_len() + c1.input_len() + c1.weight_len())))
-        }
-        "conv2_backward_input" => (conv(c2).0, f(4 * (c2.output_len() + c2.weight_len() + c2.input_len()))),
-        "sgd_momentum" => (f(4 * arena_words), f(4 * 5 * arena_words)),
-        other => {
-            // fcN_forward / fcN_weight_grad / fcN_input_grad / fcN_bias_grad
-            let layer = other.as_bytes()[2] as usize - b'1' as usize;
-            let (k, n) = fc(layer);
-            if other.ends_with("bias_grad") {
-                (f(b * n), f(4 * (b * n + n)))
-            } else {
-                (f(2 * b * n * k), f(4 * (b * k + n * k + b * n)))
-            }
-        }
-    }
 }
 
 /// Runs the benchmark. `only` restricts the per-kernel rows to names containing it.
@@ -350,48 +179,8 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     sgd_momentum::reference(lr, momentum, &grads, &mut w_ref, &mut v_ref);
     errors.push(("sgd_momentum".into(), rel_error(&net.download_weights(gpu)?, &w_ref)));
 
-    // Ceilings.
-    let copy_words = 8 << 20; // 32 MiB each way
-    let (src, dst) = (gpu.storage("copy src", copy_words), gpu.storage("copy dst", copy_words));
-    let copy_k = Kernel::new(gpu, "copy_vec4", COPY_WGSL, "main", &[Slot::Uniform, Slot::Read, Slot::ReadWrite]);
-    let n4 = gpu.uniform("copy n", &[(copy_words / 4) as u32, 0, 0, 0]);
-    let copy = copy_k.bind(
-        gpu,
-        &[n4.as_entire_binding(), View::whole(&src).resource(), View::whole(&dst).resource()],
-        crate::kernels::grid_1d(copy_words / 4),
-    );
-    let copy_ms = Timer { reps: 7, best: true, ..timer }.time_ms(&[&copy])?;
-    let copy_gbps = (2 * 4 * copy_words) as f64 / copy_ms / 1e6;
-    let fma_k = Kernel::new(gpu, "fma_peak", FMA_WGSL, "main", &[Slot::ReadWrite]);
-    let fma_invocations = 1 << 16;
-    let fma_out = gpu.storage("fma out", fma_invocations);
-    let fma = fma_k.bind(gpu, &[View::whole(&fma_out).resource()], [(fma_invocations / 64) as u32, 1, 1]);
-    let fma_ms = Timer { reps: 11, best: true, ..timer }.time_ms(&[&fma])?;
-    let fma_gflops = (2 * 16 * FMA_STEPS * fma_invocations) as f64 / fma_ms / 1e6;
-    // The GEMM, the adapter's default variant, at the size where both operands fit one 64 KiB
-    // uniform window (its best case on lavapipe: bigger products split into windows, one
-    // dispatch each).
-    let (m, n, k) = (128, 128, 128);
-    let mut abuf = vec![0f32; m * k + (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize];
-    abuf.iter_mut().enumerate().for_each(|(i, v)| *v = ((i % 7) as f32 - 3.0) * 0.1);
-    let (ga, gb, gc) = (
-        gpu.storage_from("gemm a", &abuf),
-        gpu.storage_from("gemm b", &vec![0.5f32; n * k]),
-        gpu.storage("gemm c", m * n),
-    );
-    let gemm_ds = kernels.gemm.bind(
-        gpu,
-        Product::Forward,
-        (m, n, k),
-        Epilogue::default(),
-        &View::whole(&ga),
-        &View::whole(&gb),
-        &View::whole(&gb),
-        &View::whole(&gb),
-        &View::whole(&gc),
-    );
-    let gemm_ms = Timer { reps: 11, best: true, ..timer }.time_ms(&gemm_ds.iter().collect::<Vec<_>>())?;
-    let gemm_gflops = (2 * m * n * k) as f64 / gemm_ms / 1e6;
+    let ceilings = ceilings::measure(gpu, &kernels, &timer)?;
+    let (copy_gbps, fma_gflops) = (ceilings.copy_gbps, ceilings.fma_gflops);
 
     // Per-kernel times.
     let tol = 1e-4;
@@ -465,7 +254,7 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         adapter: gpu.describe(),
         batch_size: batch,
         timing: if timestamps { "gpu-timestamps" } else { "wall-clock" }.into(),
-        ceilings: Ceilings { copy_gbps, gemm_gflops, fma_gflops },
+        ceilings,
         kernels: rows,
         train_step: StepRow {
             ms: step_ms,
