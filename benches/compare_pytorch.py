@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """Side by side, in one run: PyTorch on the CPU (threads = cores) and gpu-lenet on a chosen
-adapter train the same network on the same data (Fashion-MNIST, 1 epoch, batch 64, lr 0.01,
-momentum 0.9) and the script prints both training throughputs and their ratio.
+adapter train the same network on the same data (1 epoch, batch 64, lr 0.01, momentum 0.9) and
+the script prints both training throughputs and their ratio. The data: Fashion-MNIST (one input
+channel), or with `--dataset cifar` the CIFAR-10 network (three channels) on CIFAR-10 binary
+files (`--data DIR/cifar-10-batches-bin`, e.g. made by scripts/make_fake_cifar.py).
 
     pip install torch numpy
     cargo build --release
-    python3 benches/compare_pytorch.py [--adapter lavapipe] [--data /usr/share/datasets/fashion-mnist] [--repeat N]
+    python3 benches/compare_pytorch.py [--adapter lavapipe] [--dataset fashion-mnist|cifar] [--data DIR] [--repeat N]
 
 Training images/s counts the training loop only (data already in memory, no evaluation).
 `--torch-device cuda` trains PyTorch on an NVIDIA GPU instead, for a side-by-side there (with
-`--adapter vulkan`; the README's "On a real GPU" has one).
+`--adapter vulkan`; docs/performance.md has one).
 """
 import argparse
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -65,12 +68,26 @@ def load(data_dir, prefix):
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def pytorch_images_per_sec(data_dir, batch, lr, device):
+def load_cifar(data_dir, split):
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    raw = b"".join(open(os.path.join(data_dir, n), "rb").read() for n in names if os.path.exists(os.path.join(data_dir, n)))
+    records = np.frombuffer(raw, np.uint8).reshape(-1, 1 + 3 * 32 * 32)
+    x = (torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32)) / 255.0 - 0.5) / 0.5
+    return x, torch.from_numpy(records[:, 0].astype(np.int64))
+
+
+def load_split(dataset, data_dir, split):
+    if dataset == "cifar":
+        return load_cifar(data_dir, split)
+    return load(data_dir, "train" if split == "train" else "t10k")
+
+
+def pytorch_images_per_sec(dataset, data_dir, batch, lr, device):
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    x, y = load(data_dir, "train")
+    x, y = load_split(dataset, data_dir, "train")
     x, y = x.to(device), y.to(device)
-    net = Net().to(device)
+    net = Net(in_channels=x.shape[1]).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     crit = nn.CrossEntropyLoss()
     perm = torch.randperm(len(y), device=device)
@@ -90,26 +107,31 @@ def pytorch_images_per_sec(data_dir, batch, lr, device):
     if device != "cpu":
         torch.cuda.synchronize()
     secs = time.perf_counter() - start
-    xt, yt = load(data_dir, "t10k")
+    xt, yt = load_split(dataset, data_dir, "test")
     with torch.no_grad():
         acc = (net(xt.to(device)).argmax(1) == yt.to(device)).float().mean().item()
     return len(y) / secs, acc
 
 
-def gpu_lenet_images_per_sec(binary, adapter, data_dir, batch, lr):
+def gpu_lenet_images_per_sec(binary, adapter, dataset, data_dir, batch, lr):
+    """Training images/s, test accuracy, and the adapter as the run names it (with its driver)."""
     with tempfile.TemporaryDirectory() as d:
         metrics = os.path.join(d, "m.jsonl")
-        cmd = [binary, "train", "--adapter", adapter, "--dataset", "fashion-mnist", "--data", data_dir,
-               "--epochs", "1", "--batch-size", str(batch), "--lr", str(lr), "--metrics", metrics]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        cmd = [binary, "train", "--adapter", adapter, "--dataset", "cifar10" if dataset == "cifar" else dataset,
+               "--data", data_dir, "--no-download", "--epochs", "1", "--batch-size", str(batch), "--lr", str(lr),
+               "--metrics", metrics]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        found = re.search(r"\) on (.*): \d+ epochs", out)
         m = json.loads(open(metrics).read().splitlines()[-1])
-        return m["images_per_sec"], m["test_accuracy"]
+        return m["images_per_sec"], m["test_accuracy"], found.group(1) if found else adapter
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", default="auto")
-    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar"])
+    ap.add_argument("--data", default=None,
+                    help="default: /usr/share/datasets/fashion-mnist, or data/cifar-10-batches-bin with --dataset cifar")
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "gpu-lenet"))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.01)
@@ -117,15 +139,18 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of both, alternating; with more than one, each round's ratio and the median (this machine swings run to run)")
     a = ap.parse_args()
+    if a.data is None:
+        a.data = "data/cifar-10-batches-bin" if a.dataset == "cifar" else "/usr/share/datasets/fashion-mnist"
+    what = "CIFAR-10 format (3 channels)" if a.dataset == "cifar" else "Fashion-MNIST"
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"Fashion-MNIST 1 epoch, batch {a.batch_size}, lr {a.lr}")
+          f"{what} 1 epoch, batch {a.batch_size}, lr {a.lr}, data {a.data}")
     ratios = []
     for _ in range(max(1, a.repeat)):
-        pt, pt_acc = pytorch_images_per_sec(a.data, a.batch_size, a.lr, a.torch_device)
+        pt, pt_acc = pytorch_images_per_sec(a.dataset, a.data, a.batch_size, a.lr, a.torch_device)
         where = f"CPU ({os.cpu_count()} threads)" if a.torch_device == "cpu" else f"{a.torch_device} ({torch.cuda.get_device_name()})"
         print(f"PyTorch {where}: {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
-        gl, gl_acc = gpu_lenet_images_per_sec(a.binary, a.adapter, a.data, a.batch_size, a.lr)
-        print(f"gpu-lenet ({a.adapter}):{'':>9} {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
+        gl, gl_acc, on = gpu_lenet_images_per_sec(a.binary, a.adapter, a.dataset, a.data, a.batch_size, a.lr)
+        print(f"gpu-lenet ({on}): {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
         print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x", flush=True)
         ratios.append(gl / pt)
     if len(ratios) > 1:

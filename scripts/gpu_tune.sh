@@ -3,9 +3,9 @@
 # setting below, `bench-kernels --json` (kernels checked against the CPU reference, then timed),
 # then one table of every kernel's ms and the whole step's, one column per setting, in
 # $OUT/tune.txt (and each run's JSON in $OUT/tune.jsonl). Used on the device tool's H200 to
-# choose the GPU defaults (README, "On a real GPU"); runs anywhere:
+# choose the GPU defaults (docs/kernels.md, "What a real GPU wants"); runs anywhere:
 #   GPU_CHECK_ADAPTER=lavapipe bash scripts/gpu_tune.sh
-# Knobs (see README, environment variables): GPU_LENET_UNIFORM_INPUTS, GPU_LENET_GEMM_ROWS,
+# Knobs (see docs/kernels.md, "Tuning knobs"): GPU_LENET_UNIFORM_INPUTS, GPU_LENET_GEMM_ROWS,
 # GPU_LENET_WG_ROWS, GPU_LENET_WG_SUBGROUP, GPU_LENET_CONV_CO.
 set -uo pipefail
 cd "$(dirname "$0")/.."
