@@ -10,6 +10,7 @@
 //! and the step table (view.rs), rewrites of shader sources (shader_source.rs), and the
 //! per-adapter choices (adapter.rs).
 
+pub mod batchnorm2d;
 pub mod bias_grad;
 pub mod conv2d_backward_input;
 pub mod conv2d_backward_weight;
