@@ -3,6 +3,7 @@
 //! - [`gpu`]: adapter choice and the device.
 //! - [`kernels`]: one module per WGSL kernel, each with its CPU reference.
 //! - [`model`]: the parameter arena and LeNet's forward/backward schedule.
+//! - [`nn`]: networks as data (layers with PyTorch's names), their `state_dict` and CPU reference.
 //! - [`data`]: CIFAR-10, Fashion-MNIST, the synthetic set, download.
 //! - [`checkpoint`]: safetensors with PyTorch's `state_dict` names.
 //! - [`train`]: epochs, metrics, progress, evaluation.
@@ -14,5 +15,6 @@ pub mod data;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+pub mod nn;
 pub mod rng;
 pub mod train;

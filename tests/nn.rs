@@ -1,0 +1,195 @@
+//! Networks as data: the descriptions' `state_dict` against PyTorch's modules (names, shapes,
+//! kinds), LeNet-5's against the parameter layout the GPU schedule uses, and the CPU
+//! interpreter of a description against LeNet's hand-written reference (bit for bit) and, for
+//! LeNet-5-BN, against directional derivatives of its loss.
+
+mod common;
+use common::Rng;
+
+use gpu_lenet::model::{self, reference, Arena};
+use gpu_lenet::nn::{self, reference as interp, Init, Model, ParamKind};
+
+#[test]
+fn lenet5s_description_gives_the_parameter_layout_and_init_of_the_schedule() {
+    for cin in [1, 3] {
+        let net = nn::lenet5(cin);
+        let want: Vec<(String, Vec<usize>)> =
+            model::param_specs(cin).into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+        assert_eq!(net.specs(ParamKind::Trainable), want);
+        for p in net.params() {
+            assert_eq!(p.init, Init::Uniform { fan_in: model::fan_in(&p.name, cin) }, "{}", p.name);
+        }
+        assert_eq!(net.output().len(), 10);
+    }
+}
+
+#[test]
+fn lenet5_bn_has_pytorchs_state_dict() {
+    // NetBN().state_dict() in PyTorch: names, shapes, and which are buffers.
+    let net = Model::Lenet5Bn.network(3);
+    let got: Vec<(String, Vec<usize>, ParamKind)> =
+        net.params().into_iter().map(|p| (p.name, p.shape, p.kind)).collect();
+    let t = ParamKind::Trainable;
+    let want: Vec<(&str, Vec<usize>, ParamKind)> = vec![
+        ("conv1.weight", vec![6, 3, 5, 5], t),
+        ("conv1.bias", vec![6], t),
+        ("bn1.weight", vec![6], t),
+        ("bn1.bias", vec![6], t),
+        ("bn1.running_mean", vec![6], ParamKind::RunningStat),
+        ("bn1.running_var", vec![6], ParamKind::RunningStat),
+        ("bn1.num_batches_tracked", vec![], ParamKind::Counter),
+        ("conv2.weight", vec![16, 6, 5, 5], t),
+        ("conv2.bias", vec![16], t),
+        ("bn2.weight", vec![16], t),
+        ("bn2.bias", vec![16], t),
+        ("bn2.running_mean", vec![16], ParamKind::RunningStat),
+        ("bn2.running_var", vec![16], ParamKind::RunningStat),
+        ("bn2.num_batches_tracked", vec![], ParamKind::Counter),
+        ("fc1.weight", vec![120, 400], t),
+        ("fc1.bias", vec![120], t),
+        ("fc2.weight", vec![84, 120], t),
+        ("fc2.bias", vec![84], t),
+        ("fc3.weight", vec![10, 84], t),
+        ("fc3.bias", vec![10], t),
+    ];
+    let want: Vec<(String, Vec<usize>, ParamKind)> = want.into_iter().map(|(n, s, k)| (n.to_string(), s, k)).collect();
+    assert_eq!(got, want);
+    let trainable: usize = net.specs(t).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    assert_eq!(trainable, 62_006 + 2 * (6 + 16), "LeNet-5's 62,006 parameters plus gamma and beta");
+}
+
+#[test]
+fn scoped_names_nest_as_module_paths() {
+    let net = nn::Builder::new("t", nn::Shape { c: 3, h: 8, w: 8 })
+        .pp("layer1")
+        .pp("0")
+        .conv2d("conv1", 4, 3, 1, 0, false)
+        .batch_norm2d("bn1")
+        .up()
+        .up()
+        .flatten("flatten")
+        .linear("fc", 10, true)
+        .build();
+    let names: Vec<String> = net.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(names[0], "layer1.0.conv1.weight");
+    assert_eq!(names[1], "layer1.0.bn1.weight");
+    assert_eq!(names.last().unwrap(), "fc.bias");
+    assert_eq!(net.layers[0].output, nn::Shape { c: 4, h: 6, w: 6 });
+}
+
+fn layout(net: &nn::Network) -> Arena {
+    let specs = net.specs(ParamKind::Trainable);
+    let refs: Vec<(&str, Vec<usize>)> = specs.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    Arena::new(&refs, 256)
+}
+
+/// Weights as PyTorch initialises them (BatchNorm's gamma 1, beta 0), from a seed.
+fn init(net: &nn::Network, arena: &Arena, seed: u64) -> Vec<f32> {
+    let mut r = Rng(seed);
+    let mut w = vec![0f32; arena.words];
+    for p in net.params().into_iter().filter(|p| p.kind == ParamKind::Trainable) {
+        let v = arena.slice_mut(&mut w, &p.name);
+        match p.init {
+            Init::Uniform { fan_in } => {
+                let b = 1.0 / (fan_in as f32).sqrt();
+                v.iter_mut().for_each(|x| *x = r.uniform(-b, b));
+            }
+            Init::Constant(c) => v.fill(c),
+        }
+    }
+    w
+}
+
+#[test]
+fn the_interpreted_lenet5_is_bit_identical_to_the_hand_written_reference() {
+    for (cin, batch, seed) in [(3, 7, 1u64), (1, 1, 2), (3, 16, 3)] {
+        let net = nn::lenet5(cin);
+        let arena = layout(&net);
+        assert_eq!(arena, Arena::new(&model::param_specs(cin), 256));
+        let w = init(&net, &arena, seed);
+        let mut r = Rng(seed + 10);
+        let x = r.vec(batch * cin * 32 * 32, -1.0, 1.0);
+        let labels: Vec<u32> = (0..batch).map(|_| r.below(10)).collect();
+        let want = reference::forward_backward(&arena, cin, &w, &x, &labels, batch);
+        let mut state = interp::State::new(&net);
+        let got = interp::step(&net, &arena, &w, &mut state, &x, &labels, batch, true);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.logits), bits(&want.logits));
+        assert_eq!(got.loss_sum.to_bits(), want.loss_sum.to_bits());
+        assert_eq!(got.correct, want.correct);
+        assert_eq!(bits(&got.grads), bits(&want.grads), "cin {cin} batch {batch}");
+        // The intermediates the GPU schedule names, by layer: conv1+relu1, pool, ..., fc2+relu4.
+        for (layer, name) in [(1, "a1"), (2, "p1"), (4, "a2"), (5, "p2"), (8, "a3"), (10, "a4")] {
+            assert_eq!(bits(&got.outputs[layer]), bits(want.act(name)), "{name}");
+        }
+        // Evaluation without BatchNorm is the training forward.
+        let eval = interp::step(&net, &arena, &w, &mut state, &x, &labels, batch, false);
+        assert_eq!(bits(&eval.logits), bits(&want.logits));
+    }
+}
+
+#[test]
+fn lenet5_bn_reference_gradients_match_directional_derivatives() {
+    let net = Model::Lenet5Bn.network(3);
+    let arena = layout(&net);
+    let batch = 4;
+    let mut w = init(&net, &arena, 5);
+    // Gamma and beta away from 1 and 0, so their gradients are exercised in general position.
+    let mut r = Rng(6);
+    for n in ["bn1.weight", "bn2.weight", "bn1.bias", "bn2.bias"] {
+        arena.slice_mut(&mut w, n).iter_mut().for_each(|v| *v += r.uniform(-0.3, 0.3));
+    }
+    let x = r.vec(batch * 3 * 32 * 32, -1.0, 1.0);
+    let labels: Vec<u32> = (0..batch).map(|_| r.below(10)).collect();
+    let fresh = interp::State::new(&net);
+    let loss =
+        |w: &[f32]| interp::step(&net, &arena, w, &mut fresh.clone(), &x, &labels, batch, true).loss_sum / batch as f64;
+    let g = interp::step(&net, &arena, &w, &mut fresh.clone(), &x, &labels, batch, true).grads;
+    // Per tensor, as in gradcheck.rs: along a unit direction following the gradient's sign, the
+    // central difference of the mean loss must equal <grad, d>. The conv biases are left out:
+    // BatchNorm's mean removes them, so their gradient is (numerically) zero (checked below).
+    for t in arena.tensors.iter().filter(|t| !t.name.starts_with("conv") || t.name.ends_with("weight")) {
+        let grad = arena.slice(&g, &t.name);
+        let mut d: Vec<f32> = grad.iter().map(|&v| v.signum() * r.uniform(0.5, 1.0)).collect();
+        let norm = d.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt() as f32;
+        d.iter_mut().for_each(|e| *e /= norm);
+        let analytic: f64 = grad.iter().zip(&d).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let eps = 5e-5f32;
+        let shifted = |sign: f32| {
+            let mut v = w.clone();
+            for (x, &e) in arena.slice_mut(&mut v, &t.name).iter_mut().zip(&d) {
+                *x += sign * eps * e;
+            }
+            loss(&v)
+        };
+        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+        let err = (numeric - analytic).abs() / analytic.abs();
+        assert!(err < 2e-2, "{}: directional derivative numeric {numeric} vs analytic {analytic} ({err:e})", t.name);
+    }
+    // The conv biases before BatchNorm get (almost) no gradient: the batch mean removes them.
+    let conv_bias = arena.slice(&g, "conv1.bias").iter().fold(0f32, |m, v| m.max(v.abs()));
+    let conv_weight = arena.slice(&g, "conv1.weight").iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(conv_bias < 1e-4 * conv_weight.max(1e-3), "conv1.bias grad {conv_bias} vs weight grad {conv_weight}");
+}
+
+#[test]
+fn lenet5_bn_reference_updates_running_statistics_only_when_training() {
+    let net = Model::Lenet5Bn.network(1);
+    let arena = layout(&net);
+    let w = init(&net, &arena, 8);
+    let mut r = Rng(9);
+    let batch = 3;
+    let x = r.vec(batch * 32 * 32, -1.0, 1.0);
+    let labels: Vec<u32> = (0..batch).map(|_| r.below(10)).collect();
+    let mut state = interp::State::new(&net);
+    let before = state.values.clone();
+    interp::step(&net, &arena, &w, &mut state, &x, &labels, batch, false);
+    assert_eq!(state.values, before);
+    assert_eq!(state.batches_tracked, 0);
+    interp::step(&net, &arena, &w, &mut state, &x, &labels, batch, true);
+    assert_ne!(state.values, before);
+    assert_eq!(state.batches_tracked, 1);
+    // running_var moved from 1 towards the batch's unbiased variance by 0.1 of the way.
+    let rv = state.arena.slice(&state.values, "bn1.running_var");
+    assert!(rv.iter().all(|&v| v > 0.0 && v != 1.0), "{rv:?}");
+}
