@@ -2,8 +2,11 @@
 //! model the tests compare it with.
 
 pub mod arena;
+pub mod kernels;
 pub mod lenet;
+pub mod net;
 pub mod reference;
+pub mod schedule;
 
 pub use arena::{Arena, TensorSpec};
 pub use lenet::{Lenet, LenetKernels, Schedule, Stage};

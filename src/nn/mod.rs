@@ -241,15 +241,16 @@ fn image(in_channels: usize) -> Shape {
 }
 
 /// The tutorial's `Net`: pool(relu(conv1(x))), pool(relu(conv2(x))), flatten, fc1, relu, fc2,
-/// relu, fc3.
+/// relu, fc3. (PyTorch's one `pool` module, used twice, is two layers here: a layer without
+/// parameters has no `state_dict` entries, so its name is only the stages' name.)
 pub fn lenet5(in_channels: usize) -> Network {
     Builder::new("lenet5", image(in_channels))
         .conv2d("conv1", 6, 5, 1, 0, true)
         .relu("relu1")
-        .max_pool2d("pool", 2, 2)
+        .max_pool2d("pool1", 2, 2)
         .conv2d("conv2", 16, 5, 1, 0, true)
         .relu("relu2")
-        .max_pool2d("pool", 2, 2)
+        .max_pool2d("pool2", 2, 2)
         .flatten("flatten")
         .linear("fc1", 120, true)
         .relu("relu3")
@@ -265,11 +266,11 @@ pub fn lenet5_bn(in_channels: usize) -> Network {
         .conv2d("conv1", 6, 5, 1, 0, true)
         .batch_norm2d("bn1")
         .relu("relu1")
-        .max_pool2d("pool", 2, 2)
+        .max_pool2d("pool1", 2, 2)
         .conv2d("conv2", 16, 5, 1, 0, true)
         .batch_norm2d("bn2")
         .relu("relu2")
-        .max_pool2d("pool", 2, 2)
+        .max_pool2d("pool2", 2, 2)
         .flatten("flatten")
         .linear("fc1", 120, true)
         .relu("relu3")
