@@ -7,8 +7,8 @@ fn main() {
     let gpu = Gpu::new(AdapterChoice::from_env().expect("GPU_LENET_ADAPTER")).expect("a GPU adapter");
     println!("adapter: {}", gpu.describe());
     for batch in [64, 256] {
-        // Time no single kernel (the filter matches none); the step is always timed.
-        let r = gpu_lenet::bench::run(&gpu, batch, Some("<none>")).expect("benchmark");
+        // Time one kernel only (a filter must match one); the step is always timed.
+        let r = gpu_lenet::bench::run(&gpu, gpu_lenet::nn::Model::Lenet5, batch, Some("conv1")).expect("benchmark");
         assert!(r.kernels.iter().all(|k| k.correct), "a kernel failed its check");
         let s = r.train_step;
         println!(

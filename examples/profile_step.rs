@@ -2,7 +2,7 @@
 //! argument (64 by default); PROFILE_CHANNELS, PROFILE_STEPS and PROFILE_STAGE below.
 use gpu_lenet::gpu::{AdapterChoice, Gpu};
 use gpu_lenet::kernels::{softmax_cross_entropy::METRICS_WORDS, StepTable, View};
-use gpu_lenet::model::{Lenet, LenetKernels, Schedule};
+use gpu_lenet::model::{Net, NetKernels, Schedule};
 use std::time::Instant;
 
 fn main() {
@@ -10,15 +10,22 @@ fn main() {
     let gpu = Gpu::new(AdapterChoice::from_env().unwrap()).unwrap();
     // PROFILE_CHANNELS=1: the network for one-channel images (Fashion-MNIST); 3 (CIFAR-10) by default.
     let cin: usize = std::env::var("PROFILE_CHANNELS").ok().and_then(|c| c.parse().ok()).unwrap_or(3);
-    let k = LenetKernels::new(&gpu, cin);
-    let net = Lenet::new(&gpu, cin);
+    // PROFILE_MODEL=lenet5-bn: the BatchNorm network; lenet5 by default.
+    let model = std::env::var("PROFILE_MODEL").unwrap_or("lenet5".into());
+    let network = <gpu_lenet::nn::Model as clap::ValueEnum>::from_str(&model, false).unwrap().network(cin);
+    let k = NetKernels::new(&gpu, &network);
+    let net = Net::new(&gpu, network);
     let table = StepTable::sequential(&gpu, 1, batch);
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);
     let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
     // Every dispatch of a step, with its stage's name.
-    let dispatches: Vec<_> =
-        s.forward.iter().chain(&s.backward).flat_map(|st| st.dispatches.iter().map(move |d| (st.name, d))).collect();
+    let dispatches: Vec<_> = s
+        .forward
+        .iter()
+        .chain(&s.backward)
+        .flat_map(|st| st.dispatches.iter().map(move |d| (st.name.as_str(), d)))
+        .collect();
     // PROFILE_STEPS=n: wall and CPU time (all threads) per step over n steps, 16 per submit.
     if let Ok(n) = std::env::var("PROFILE_STEPS") {
         let n: usize = n.parse().unwrap();

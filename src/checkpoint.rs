@@ -155,7 +155,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
         Ok(())
     };
     for (tname, shape) in &specs {
-        let t = tensors.get(*tname).ok_or_else(|| {
+        let t = tensors.get(tname.as_str()).ok_or_else(|| {
             format!("{name}: tensor {tname} is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)")
         })?;
         read(t, tname, shape, arena.slice_mut(&mut weights, tname))?;
@@ -171,7 +171,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
             specs.len()
         ));
     }
-    let known = |n: &str| specs.iter().any(|(s, _)| *s == n || n.strip_prefix(MOMENTUM_PREFIX) == Some(s));
+    let known = |n: &str| specs.iter().any(|(s, _)| s == n || n.strip_prefix(MOMENTUM_PREFIX) == Some(s.as_str()));
     let mut extra: Vec<&String> = tensors.keys().filter(|n| !known(n)).collect();
     extra.sort();
     if let Some(x) = extra.first() {

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use gpu_lenet::data::{self, DataOptions, DatasetKind};
 use gpu_lenet::gpu::{self, AdapterChoice, Gpu};
+use gpu_lenet::nn::Model;
 use gpu_lenet::train::{self, Recorded, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +105,9 @@ enum Command {
     BenchKernels {
         #[command(flatten)]
         adapter: AdapterArgs,
+        /// The network whose step is measured.
+        #[arg(long, value_enum, default_value = "lenet5")]
+        model: Model,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         /// Time only the kernels whose name contains this (all are still checked).
@@ -215,9 +219,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let ds = data::load(&data_options(&data, &recorded, seed.or(recorded.seed).unwrap_or(0)))?;
             train::evaluate_checkpoint(&gpu, ds, &checkpoint, batch_size).map(|_| ())
         }
-        Command::BenchKernels { adapter, batch_size, kernel, json } => {
+        Command::BenchKernels { adapter, model, batch_size, kernel, json } => {
             let gpu = open_gpu(adapter.adapter)?;
-            let report = gpu_lenet::bench::run(&gpu, batch_size, kernel.as_deref())?;
+            let report = gpu_lenet::bench::run(&gpu, model, batch_size, kernel.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {

@@ -108,6 +108,11 @@ fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint
     assert!(e.stdout.contains(&format!("Test accuracy: {:.2}%", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
 }
 
+/// A tensor name for the tables below (a test process: leaking a few names is fine).
+fn static_str(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 fn write_tensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]) {
     let bufs: Vec<Vec<u8>> =
         tensors.iter().map(|(_, dt, s)| vec![0u8; s.iter().product::<usize>() * dt.bitsize() / 8]).collect();
@@ -124,7 +129,7 @@ fn init_refuses_checkpoints_whose_tensors_do_not_fit_naming_the_tensor() {
     use safetensors::Dtype::{F16, F32};
     let d = temp_dir("init");
     type Tensors = Vec<(&'static str, safetensors::Dtype, Vec<usize>)>;
-    let good: Tensors = gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (n, F32, s)).collect();
+    let good: Tensors = gpu_lenet::model::param_specs(3).into_iter().map(|(n, s)| (static_str(n), F32, s)).collect();
     let data = fixture("cifar");
     let cases: Vec<(&str, Tensors, &str)> = vec![
         ("missing", good.iter().filter(|t| t.0 != "fc2.bias").cloned().collect(), "fc2.bias"),
@@ -306,8 +311,10 @@ fn eval_of_a_one_channel_checkpoint_without_metadata_uses_fashion_mnist() {
     // A PyTorch export: LeNet's tensors for one input channel, no metadata.
     let d = temp_dir("export");
     let ck = d.join("export.safetensors");
-    let tensors: Vec<(&str, safetensors::Dtype, Vec<usize>)> =
-        gpu_lenet::model::param_specs(1).into_iter().map(|(n, s)| (n, safetensors::Dtype::F32, s)).collect();
+    let tensors: Vec<(&str, safetensors::Dtype, Vec<usize>)> = gpu_lenet::model::param_specs(1)
+        .into_iter()
+        .map(|(n, s)| (static_str(n), safetensors::Dtype::F32, s))
+        .collect();
     write_tensors(&ck, &tensors);
     let e = run(&["eval", "--checkpoint", ck.to_str().unwrap()], &[]);
     assert!(e.ok, "{}", e.stderr);

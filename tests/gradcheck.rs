@@ -12,7 +12,8 @@ use gpu_lenet::kernels::{
     bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward, maxpool2d_forward,
     relu, softmax_cross_entropy,
 };
-use gpu_lenet::model::{self, reference, Arena};
+use gpu_lenet::model::{self, Arena};
+use gpu_lenet::nn::{self, reference, Init, ParamKind};
 
 fn dot(r: &[f32], y: &[f32]) -> f64 {
     r.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
@@ -147,21 +148,24 @@ fn whole_network_reference_gradients_match_finite_differences() {
     // (L(w + eps d) - L(w - eps d)) / 2 eps must equal <grad, d>. Summing over a whole tensor keeps
     // f32 rounding noise and the odd ReLU/max-pool kink small against the signal.
     for in_channels in [3usize, 1] {
+        let net = nn::lenet5(in_channels);
         let arena = Arena::new(&model::param_specs(in_channels), 4);
         let batch = 3;
         let mut rng = Rng(5 + in_channels as u64);
         let mut weights = vec![0f32; arena.words];
-        for t in &arena.tensors {
-            let bound = 1.0 / (model::fan_in(&t.name, in_channels) as f32).sqrt();
-            for v in arena.slice_mut(&mut weights, &t.name) {
+        for p in net.params().into_iter().filter(|p| p.kind == ParamKind::Trainable) {
+            let Init::Uniform { fan_in } = p.init else { unreachable!("LeNet-5 has no BatchNorm") };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            for v in arena.slice_mut(&mut weights, &p.name) {
                 *v = rng.uniform(-bound, bound);
             }
         }
+        let state = reference::State::new(&net);
         let x = rng.vec(batch * in_channels * 32 * 32, -1.0, 1.0);
         let labels = vec![3u32, 0, 9];
-        let res = reference::forward_backward(&arena, in_channels, &weights, &x, &labels, batch);
-        let loss =
-            |w: &[f32]| reference::forward_backward(&arena, in_channels, w, &x, &labels, batch).loss_sum / batch as f64;
+        let step = |w: &[f32]| reference::step(&net, &arena, w, &mut state.clone(), &x, &labels, batch, true);
+        let res = step(&weights);
+        let loss = |w: &[f32]| step(w).loss_sum / batch as f64;
         for t in &arena.tensors {
             let grad = arena.slice(&res.grads, &t.name);
             // The direction follows the gradient's sign with random magnitudes, so the

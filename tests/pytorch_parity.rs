@@ -29,7 +29,7 @@ fn dataset() -> data::Dataset {
 
 fn engine(g: &'static gpu_lenet::gpu::Gpu) -> Engine<'static> {
     let init = checkpoint::load(&fixture("init.safetensors"), g.storage_alignment()).unwrap();
-    let e = Engine::new(g, dataset(), 64, 0.001, 0.9, true).unwrap();
+    let e = Engine::new(g, dataset(), gpu_lenet::nn::Model::Lenet5, 64, 0.001, 0.9, true).unwrap();
     assert_eq!(init.arena, e.net.arena);
     e.upload_weights(&init.weights, None);
     e

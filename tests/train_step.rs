@@ -1,34 +1,30 @@
-//! One complete LeNet training step (forward, loss, backward, SGD with momentum) on the GPU
-//! against the CPU reference from the same weights and batch: every parameter after the step,
-//! the momentum, and the loss. Two steps, so the momentum term is exercised too.
+//! One complete training step (forward, loss, backward, SGD with momentum) of LeNet-5 and of
+//! LeNet-5-BN on the GPU against the CPU reference (the interpreter of the network's
+//! description) from the same weights and batch: every parameter after the step, the momentum,
+//! the running statistics and the loss. Two steps, so the momentum term is exercised too.
 
 mod common;
 use common::*;
 
 use gpu_lenet::kernels::softmax_cross_entropy::METRICS_WORDS;
 use gpu_lenet::kernels::{tolerance, StepTable, View};
-use gpu_lenet::model::{self, reference, Lenet, LenetKernels, Schedule};
+use gpu_lenet::model::{Net, NetKernels, Schedule};
+use gpu_lenet::nn::{reference, Model};
+use gpu_lenet::train::{init_state, init_weights};
 
-fn init(arena: &model::Arena, in_channels: usize, rng: &mut Rng) -> Vec<f32> {
-    let mut w = vec![0f32; arena.words];
-    for t in &arena.tensors {
-        let bound = 1.0 / (model::fan_in(&t.name, in_channels) as f32).sqrt();
-        for v in arena.slice_mut(&mut w, &t.name) {
-            *v = rng.uniform(-bound, bound);
-        }
-    }
-    w
-}
-
-fn run_case(in_channels: usize, batch: usize, seed: u64) {
+fn run_case(model: Model, in_channels: usize, batch: usize, seed: u64) {
     let g = gpu();
-    let kernels = LenetKernels::new(g, in_channels);
-    let net = Lenet::new(g, in_channels);
+    let network = model.network(in_channels);
+    let kernels = NetKernels::new(g, &network);
+    let net = Net::new(g, network.clone());
     let arena = net.arena.clone();
     let mut rng = Rng(seed);
-    let mut w = init(&arena, in_channels, &mut rng);
+    let mut w = init_weights(&net, seed);
     let mut vel = vec![0f32; arena.words];
+    let mut state = reference::State::new(&network);
+    assert_eq!(state.arena.tensors.len(), net.state_arena.tensors.len());
     net.upload(g, &w, None);
+    net.upload_state(g, &init_state(&net));
     let steps = 2;
     let table = StepTable::sequential(g, steps, batch);
     let metrics = g.storage("metrics", steps * METRICS_WORDS);
@@ -50,8 +46,9 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
         g.queue.submit([enc.finish()]);
 
         // The CPU step starts from the GPU's weights before this step (they agree to 1e-5).
-        let want = reference::train_step(&arena, in_channels, &mut w, &mut vel, &x, &labels, batch, lr, momentum);
-        let what = format!("in_channels={in_channels} batch={batch} seed={seed} step={step}");
+        let want =
+            reference::train_step(&network, &arena, &mut w, &mut vel, &mut state, &x, &labels, batch, lr, momentum);
+        let what = format!("{model:?} in_channels={in_channels} batch={batch} seed={seed} step={step}");
         assert_close(&format!("{what}: logits"), &read(&sched.acts.logits), &want.logits, tolerance(400));
         let got_grads = net.download_grads(g).unwrap();
         let got_w = net.download_weights(g).unwrap();
@@ -59,18 +56,31 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
         for t in &arena.tensors {
             // The longest reduction behind a gradient: conv1's weight grad sums batch*28*28 terms.
             let tol = tolerance(batch * 28 * 28);
-            assert_close(
-                &format!("{what}: grad {}", t.name),
-                arena.slice(&got_grads, &t.name),
-                arena.slice(&want.grads, &t.name),
-                tol,
-            );
-            assert_close(
-                &format!("{what}: momentum {}", t.name),
-                arena.slice(&got_v, &t.name),
-                arena.slice(&vel, &t.name),
-                tol,
-            );
+            let layer = t.name.split('.').next().unwrap();
+            let before_bn = network.batch_norms().iter().any(|bn| {
+                let i = network.layers.iter().position(|l| l.name == bn.name).unwrap();
+                network.layers[i - 1].name == layer
+            });
+            // BatchNorm's mean removes a conv bias: its grad (and so its momentum) is zero up to
+            // rounding, judged against the scale of the conv weight's.
+            let floor = |host: &[f32]| {
+                let w = arena.slice(host, &format!("{layer}.weight"));
+                if before_bn && t.name.ends_with(".bias") {
+                    w.iter().fold(0f32, |m, v| m.max(v.abs()))
+                } else {
+                    0.0
+                }
+            };
+            for (kind, got, want_all) in [("grad", &got_grads, &want.grads), ("momentum", &got_v, &vel)] {
+                let (g, w) = (arena.slice(got, &t.name), arena.slice(want_all, &t.name));
+                let scale = w.iter().fold(floor(want_all), |m, v| m.max(v.abs())) as f64;
+                let err = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) as f64;
+                assert!(
+                    err <= tol * scale,
+                    "{what}: {kind} {}: max error {err:e} of scale {scale:e} > {tol:e}",
+                    t.name
+                );
+            }
             // Weights after the update, relative to each tensor's largest weight.
             assert_close(
                 &format!("{what}: weight {}", t.name),
@@ -78,6 +88,12 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
                 arena.slice(&w, &t.name),
                 1e-5,
             );
+        }
+        // BatchNorm's running statistics after the step (by name: the arenas' alignments differ).
+        let got_state = net.download_state(g).unwrap();
+        for t in &net.state_arena.tensors {
+            let want_stat = state.arena.slice(&state.values, &t.name);
+            assert_close(&format!("{what}: {}", t.name), net.state_arena.slice(&got_state, &t.name), want_stat, 1e-5);
         }
         let m = read(&metrics);
         let row = &m[step * METRICS_WORDS..(step + 1) * METRICS_WORDS];
@@ -93,18 +109,25 @@ fn run_case(in_channels: usize, batch: usize, seed: u64) {
 
 #[test]
 fn full_training_step_matches_cpu_reference_batch_64() {
-    run_case(3, 64, 1);
+    run_case(Model::Lenet5, 3, 64, 1);
+}
+
+#[test]
+fn full_lenet5_bn_step_matches_cpu_reference() {
+    run_case(Model::Lenet5Bn, 3, 64, 5);
+    run_case(Model::Lenet5Bn, 3, 13, 6);
+    run_case(Model::Lenet5Bn, 1, 1, 7);
 }
 
 #[test]
 fn full_training_step_matches_cpu_reference_partial_and_single_batches() {
-    run_case(3, 1, 2);
-    run_case(3, 13, 3);
+    run_case(Model::Lenet5, 3, 1, 2);
+    run_case(Model::Lenet5, 3, 13, 3);
 }
 
 #[test]
 fn full_training_step_matches_cpu_reference_one_input_channel() {
-    run_case(1, 16, 4);
+    run_case(Model::Lenet5, 1, 16, 4);
 }
 
 /// The keep-awake thread (src/gpu/keep_awake.rs) is for CPU adapters only: a real GPU never gets

@@ -1,13 +1,11 @@
 //! What the adapter can do at best, for the "of ceiling" column: a vec4 copy (bandwidth),
-//! multiply-adds on registers (arithmetic), this project's GEMM at its best size; and what each
-//! stage of a step costs in FLOPs and bytes.
+//! multiply-adds on registers (arithmetic), this project's GEMM at its best size.
 
 use super::timer::Timer;
 use crate::gpu::Gpu;
 use crate::kernels::gemm::{Epilogue, Product};
 use crate::kernels::{Kernel, Slot, View};
-use crate::model::lenet::{conv1_shape, conv2_shape, pool1_shape, pool2_shape, FC};
-use crate::model::{LenetKernels, CLASSES};
+use crate::model::NetKernels;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Ceilings {
@@ -21,7 +19,7 @@ pub struct Ceilings {
 }
 
 /// Measures the three ceilings on `gpu` (the best of several repetitions each).
-pub(super) fn measure(gpu: &Gpu, kernels: &LenetKernels, timer: &Timer) -> Result<Ceilings, String> {
+pub(super) fn measure(gpu: &Gpu, kernels: &NetKernels, timer: &Timer) -> Result<Ceilings, String> {
     let copy_words = 8 << 20; // 32 MiB each way
     let (src, dst) = (gpu.storage("copy src", copy_words), gpu.storage("copy dst", copy_words));
     let copy_k = Kernel::new(gpu, "copy_vec4", COPY_WGSL, "main", &[Slot::Uniform, Slot::Read, Slot::ReadWrite]);
@@ -98,46 +96,3 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (t == -1.0) { out[gid.x] = t; }
 }
 "#;
-
-/// FLOPs and bytes moved by one stage at batch `b`.
-pub(super) fn cost(name: &str, b: usize, cin: usize, arena_words: usize) -> (f64, f64) {
-    let f = |x: usize| x as f64;
-    let conv = |s: crate::kernels::conv2d_forward::ConvShape| (f(2 * s.output_len() * s.cin * s.kh * s.kw), s);
-    let (c1, c2) = (conv1_shape(b, cin), conv2_shape(b));
-    let (p1, p2) = (pool1_shape(b), pool2_shape(b));
-    let fc = |i: usize| (FC[i].0, FC[i].1);
-    match name {
-        "prepare_batch" => (f(3 * b * cin * 1024), f(b * cin * 1024 + 4 * b * cin * 1024 + 8 * b)),
-        "conv1_forward" => (conv(c1).0, f(4 * (c1.input_len() + c1.weight_len() + c1.output_len()))),
-        "conv1_pool1_forward" => {
-            (conv(c1).0 + f(3 * p1.output_len()), f(4 * (c1.input_len() + c1.weight_len() + 2 * p1.output_len())))
-        }
-        "conv2_pool2_forward" => {
-            (conv(c2).0 + f(3 * p2.output_len()), f(4 * (c2.input_len() + c2.weight_len() + 2 * p2.output_len())))
-        }
-        "conv2_forward" => (conv(c2).0, f(4 * (c2.input_len() + c2.weight_len() + c2.output_len()))),
-        "pool1_forward" => (f(3 * p1.output_len()), f(4 * (p1.input_len() + 2 * p1.output_len()))),
-        "pool2_forward" => (f(3 * p2.output_len()), f(4 * (p2.input_len() + 2 * p2.output_len()))),
-        "softmax_cross_entropy" => (f(6 * b * CLASSES), f(4 * (2 * b * CLASSES + b))),
-        "pool2_backward" => (f(p2.input_len()), f(4 * (3 * p2.input_len() + 2 * p2.output_len()))),
-        "pool1_backward" => (f(p1.input_len()), f(4 * (3 * p1.input_len() + 2 * p1.output_len()))),
-        "conv2_backward_weight" => {
-            (conv(c2).0 + f(c2.output_len()), f(4 * (c2.output_len() + c2.input_len() + c2.weight_len())))
-        }
-        "conv1_backward_weight" => {
-            (conv(c1).0 + f(c1.output_len()), f(4 * (c1.output_len() + c1.input_len() + c1.weight_len())))
-        }
-        "conv2_backward_input" => (conv(c2).0, f(4 * (c2.output_len() + c2.weight_len() + c2.input_len()))),
-        "sgd_momentum" => (f(4 * arena_words), f(4 * 5 * arena_words)),
-        other => {
-            // fcN_forward / fcN_weight_grad / fcN_input_grad / fcN_bias_grad
-            let layer = other.as_bytes()[2] as usize - b'1' as usize;
-            let (k, n) = fc(layer);
-            if other.ends_with("bias_grad") {
-                (f(b * n), f(4 * (b * n + n)))
-            } else {
-                (f(2 * b * n * k), f(4 * (b * k + n * k + b * n)))
-            }
-        }
-    }
-}

@@ -8,7 +8,6 @@
 mod ceilings;
 mod timer;
 
-use ceilings::cost;
 pub use ceilings::Ceilings;
 use timer::{median, Timer};
 
@@ -17,8 +16,9 @@ use crate::gpu::Gpu;
 use crate::kernels::prepare_batch::{self, GpuSplit, PrepareBatch};
 use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
 use crate::kernels::{sgd_momentum, Dispatch, StepTable, View};
-use crate::model::{reference, Lenet, LenetKernels, Schedule};
-use crate::train::{check_batch_size, group_size, init_weights};
+use crate::model::{Net, NetKernels, Schedule, CLASSES};
+use crate::nn::{reference, Model, Network, Op};
+use crate::train::{check_batch_size, group_size, init_state, init_weights};
 use std::time::Instant;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -65,17 +65,20 @@ fn rel_error(got: &[f32], want: &[f32]) -> f64 {
     got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale
 }
 
-/// Runs the benchmark. `only` restricts the per-kernel rows to names containing it.
-pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String> {
+/// Runs the benchmark for `model`. `only` restricts the per-kernel rows to names containing it.
+pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<Report, String> {
     let cin = 3;
-    let kernels = LenetKernels::new(gpu, cin);
-    check_batch_size(gpu, &kernels, batch)?;
+    let network = model.network(cin);
+    let kernels = NetKernels::new(gpu, &network);
+    check_batch_size(gpu, &network, &kernels, batch)?;
+    network.check_training_batch(batch)?;
     let timestamps =
         gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
     let timer = Timer { gpu, timestamps, reps: 21, best: false };
-    let net = Lenet::new(gpu, cin);
+    let net = Net::new(gpu, network.clone());
     let weights = init_weights(&net, 0);
     net.upload(gpu, &weights, None);
+    net.upload_state(gpu, &init_state(&net));
     // Enough synthetic images for a few distinct steps.
     let steps = 4;
     let ds = synthetic::generate(1, steps * batch, 1);
@@ -100,7 +103,7 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
     );
     if let Some(o) = only {
         let names: Vec<&str> = std::iter::once("prepare_batch")
-            .chain(sched.forward.iter().chain(&sched.backward).map(|st| st.name))
+            .chain(sched.forward.iter().chain(&sched.backward).map(|st| st.name.as_str()))
             .collect();
         if !names.iter().any(|n| n.contains(o)) {
             return Err(format!(
@@ -120,58 +123,41 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         }
     }
     gpu.queue.submit([enc.finish()]);
-    let read = |buf: &wgpu::Buffer, n: usize| gpu.read_words::<f32>(buf, 0, n);
     let (x_ref, labels_ref) = prepare_batch::reference(&ds, &ds.train, &perm, 0, batch);
-    let want = reference::forward_backward(&net.arena, cin, &weights, &x_ref, &labels_ref, batch);
+    let mut state = reference::State::new(&network);
+    let want = reference::step(&network, &net.arena, &weights, &mut state, &x_ref, &labels_ref, batch, true);
     let grads = net.download_grads(gpu)?;
-    let a = &sched.acts;
-    let act_check = |buf: &wgpu::Buffer, name: &str| -> Result<f64, String> {
-        let r = want.act(name);
-        Ok(rel_error(&read(buf, r.len())?, r))
+    let mut errors: Vec<(String, f64)> =
+        vec![("prepare_batch".into(), rel_error(&gpu.read_words::<f32>(&sched.acts.x, 0, x_ref.len())?, &x_ref))];
+    let checks = Checks { network: &network, want: &want, labels: &labels_ref, batch };
+    let tensor_error = |t: &str| -> Result<f64, String> {
+        let r = checks.tensor(t);
+        Ok(rel_error(&gpu.read_words::<f32>(sched.acts.get(t), 0, r.len())?, &r))
     };
-    let grad_check = |layer: &str, bias_only: bool, weight_only: bool| -> f64 {
-        let mut e = 0f64;
-        for (suffix, skip) in [("weight", bias_only), ("bias", weight_only)] {
-            if !skip {
-                let n = format!("{layer}.{suffix}");
-                e = e.max(rel_error(net.arena.slice(&grads, &n), net.arena.slice(&want.grads, &n)));
-            }
+    // A stage's parameter grads together, relative to their largest value: a conv bias before
+    // BatchNorm has a grad of (numerically) zero, which only its weight's scale can judge.
+    let grad_error = |params: &[String]| {
+        let got: Vec<f32> = params.iter().flat_map(|n| net.arena.slice(&grads, n).to_vec()).collect();
+        let want: Vec<f32> = params.iter().flat_map(|n| net.arena.slice(&want.grads, n).to_vec()).collect();
+        if params.is_empty() {
+            0.0
+        } else {
+            rel_error(&got, &want)
         }
-        e
     };
-    let mut errors: Vec<(String, f64)> = vec![("prepare_batch".into(), rel_error(&read(&a.x, x_ref.len())?, &x_ref))];
-    for (stage, buf, name) in [
-        ("conv1_forward", &a.a1, "a1"),
-        ("pool1_forward", &a.p1, "p1"),
-        ("conv1_pool1_forward", &a.p1, "p1"),
-        ("conv2_forward", &a.a2, "a2"),
-        ("pool2_forward", &a.p2, "p2"),
-        ("conv2_pool2_forward", &a.p2, "p2"),
-        ("fc1_forward", &a.a3, "a3"),
-        ("fc2_forward", &a.a4, "a4"),
-        ("fc3_forward", &a.logits, "logits"),
-        ("softmax_cross_entropy", &a.d_logits, "d_logits"),
-        ("fc3_input_grad", &a.d_a4, "d_a4"),
-        ("fc2_input_grad", &a.d_a3, "d_a3"),
-        ("fc1_input_grad", &a.d_p2, "d_p2"),
-        ("pool2_backward", &a.d_a2, "d_a2"),
-        ("conv2_backward_input", &a.d_p1, "d_p1"),
-        ("pool1_backward", &a.d_a1, "d_a1"),
-    ] {
-        // pool1's backward is fused into conv1's weight grad where that kernel runs, and then
-        // conv1, its ReLU and pool1 are one kernel (the same for conv2 and pool2).
-        if sched.backward.iter().chain(&sched.forward).any(|st| st.name == stage) {
-            errors.push((stage.into(), act_check(buf, name)?));
+    for (st, out) in sched.forward.iter().zip(&sched.outputs) {
+        errors.push((st.name.clone(), tensor_error(out)?));
+    }
+    let has_stage = |n: &str| sched.backward.iter().any(|st| st.name == n);
+    for st in &sched.backward[..sched.backward.len() - 1] {
+        let n = st.name.as_str();
+        let (params, tensor) = checks.backward_writes(n, &has_stage);
+        let mut e = grad_error(&params);
+        if let Some(t) = tensor {
+            e = e.max(tensor_error(&t)?);
         }
+        errors.push((n.to_string(), e));
     }
-    for l in ["fc1", "fc2", "fc3"] {
-        // The weight grad's stage writes the bias grad too where no bias_grad stage follows it.
-        let separate_bias = sched.backward.iter().any(|st| st.name == format!("{l}_bias_grad"));
-        errors.push((format!("{l}_weight_grad"), grad_check(l, false, separate_bias)));
-        errors.push((format!("{l}_bias_grad"), grad_check(l, true, false)));
-    }
-    errors.push(("conv2_backward_weight".into(), grad_check("conv2", false, false)));
-    errors.push(("conv1_backward_weight".into(), grad_check("conv1", false, false)));
     // The optimizer on top of the checked gradients.
     let sgd = sched.backward.last().expect("sgd stage");
     crate::kernels::run_all(gpu, &sgd.dispatches.iter().collect::<Vec<_>>());
@@ -184,12 +170,15 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
 
     // Per-kernel times.
     let tol = 1e-4;
-    let mut stages: Vec<(&str, Vec<&Dispatch>)> = vec![("prepare_batch", vec![&prepare])];
+    let prep_cost = (3 * batch * cin * 1024, batch * cin * 1024 + 4 * batch * cin * 1024 + 8 * batch);
+    let mut stages: Vec<(&str, Vec<&Dispatch>, (f64, f64))> =
+        vec![("prepare_batch", vec![&prepare], (prep_cost.0 as f64, prep_cost.1 as f64))];
     for st in sched.forward.iter().chain(&sched.backward) {
-        stages.push((st.name, st.dispatches.iter().collect()));
+        stages.push((st.name.as_str(), st.dispatches.iter().collect(), (st.flops, st.bytes)));
     }
     let mut rows = Vec::new();
-    for (name, ds) in &stages {
+    for (name, ds, (flops, bytes)) in &stages {
+        let (flops, bytes) = (*flops, *bytes);
         let err = errors.iter().find(|(n, _)| n == name).map(|e| e.1).unwrap_or(f64::NAN);
         // NaN (no check found) counts as wrong.
         let correct = err <= tol;
@@ -200,7 +189,6 @@ pub fn run(gpu: &Gpu, batch: usize, only: Option<&str>) -> Result<Report, String
         };
         let selected = only.map(|o| name.contains(o)).unwrap_or(true);
         let ms = if correct && selected { Some(timer.time_ms(ds)?) } else { None };
-        let (flops, bytes) = cost(name, batch, cin, net.arena.words);
         let gflops = ms.map(|t| flops / t / 1e6);
         let gbps = ms.map(|t| bytes / t / 1e6);
         let of_ceiling = match (gflops, gbps) {
@@ -309,4 +297,68 @@ pub fn print(r: &Report) {
         "train step: {:.3} ms per step, {:.0} images/s, {} dispatches per step, {} submits per CIFAR-10 epoch",
         s.ms, s.images_per_sec, s.dispatches, s.submits_per_epoch
     );
+}
+
+/// Which reference value each stage of a step is checked against.
+struct Checks<'a> {
+    network: &'a Network,
+    want: &'a reference::StepResult,
+    labels: &'a [u32],
+    batch: usize,
+}
+
+impl Checks<'_> {
+    fn index(&self, layer: &str) -> usize {
+        self.network.layers.iter().position(|l| l.name == layer).unwrap_or_else(|| panic!("no layer {layer}"))
+    }
+
+    /// The reference value of a schedule tensor: a layer's output, or `d_<name>`, the grad at it
+    /// (for a ReLU's output, masked by it: the grad at the ReLU's input).
+    fn tensor(&self, t: &str) -> Vec<f32> {
+        let Some(d) = t.strip_prefix("d_") else { return self.want.outputs[self.index(t)].clone() };
+        let j = self.index(d);
+        if j + 1 == self.network.layers.len() {
+            return crate::kernels::softmax_cross_entropy::reference(
+                self.batch,
+                CLASSES,
+                &self.want.logits,
+                self.labels,
+            )
+            .0;
+        }
+        let at = if self.network.layers[j].op == Op::Relu { j } else { j + 1 };
+        self.want.input_grads[at].clone()
+    }
+
+    /// The tensor feeding layer `l` (a Flatten is a view of its input).
+    fn input_of(&self, l: usize) -> String {
+        self.network.layers[..l]
+            .iter()
+            .rev()
+            .find(|x| x.op != Op::Flatten)
+            .map(|x| x.name.clone())
+            .unwrap_or("x".into())
+    }
+
+    /// What a backward stage writes: parameter grads, and the grad of a tensor.
+    fn backward_writes(&self, stage: &str, has_stage: &dyn Fn(&str) -> bool) -> (Vec<String>, Option<String>) {
+        let both = |l: &str| vec![format!("{l}.weight"), format!("{l}.bias")];
+        let input_grad = |l: &str| Some(format!("d_{}", self.input_of(self.index(l))));
+        if let Some(l) = stage.strip_suffix("_weight_grad") {
+            let separate_bias = has_stage(&format!("{l}_bias_grad"));
+            return (if separate_bias { vec![format!("{l}.weight")] } else { both(l) }, None);
+        }
+        if let Some(l) = stage.strip_suffix("_bias_grad") {
+            return (vec![format!("{l}.bias")], None);
+        }
+        if let Some(l) = stage.strip_suffix("_backward_weight") {
+            return (both(l), None);
+        }
+        if let Some(l) = stage.strip_suffix("_input_grad").or_else(|| stage.strip_suffix("_backward_input")) {
+            return (vec![], input_grad(l));
+        }
+        let l = stage.strip_suffix("_backward").unwrap_or_else(|| panic!("no check for stage {stage}"));
+        let params = if self.network.layers[self.index(l)].op == Op::BatchNorm2d { both(l) } else { vec![] };
+        (params, input_grad(l))
+    }
 }

@@ -32,12 +32,12 @@ pub struct Arena {
 
 impl Arena {
     /// Lays out `specs` in order, each tensor starting at a multiple of `align_bytes`.
-    pub fn new(specs: &[(&str, Vec<usize>)], align_bytes: u64) -> Arena {
+    pub fn new<S: AsRef<str>>(specs: &[(S, Vec<usize>)], align_bytes: u64) -> Arena {
         let align = (align_bytes.max(4) / 4) as usize;
         let mut offset = 0;
         let mut tensors = Vec::new();
         for (name, shape) in specs {
-            let t = TensorSpec { name: name.to_string(), shape: shape.clone(), offset };
+            let t = TensorSpec { name: name.as_ref().to_string(), shape: shape.clone(), offset };
             offset = (offset + t.len()).div_ceil(align) * align;
             tensors.push(t);
         }

@@ -132,6 +132,16 @@ impl Network {
         self.layers.iter().filter(|l| l.op == Op::BatchNorm2d).collect()
     }
 
+    /// PyTorch refuses a BatchNorm training batch with one value per channel.
+    pub fn check_training_batch(&self, batch: usize) -> Result<(), String> {
+        for l in self.batch_norms() {
+            crate::kernels::batchnorm2d::BnShape { channels: l.input.c, plane: l.input.h * l.input.w }
+                .check_training_batch(batch)
+                .map_err(|e| format!("{}: {e}", l.name))?;
+        }
+        Ok(())
+    }
+
     pub fn output(&self) -> Shape {
         self.layers.last().map(|l| l.output).unwrap_or(self.input)
     }

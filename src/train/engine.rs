@@ -8,7 +8,8 @@ use crate::gpu::Gpu;
 use crate::kernels::prepare_batch::{GpuSplit, PrepareBatch};
 use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
 use crate::kernels::{StepTable, View};
-use crate::model::{Lenet, LenetKernels, Schedule};
+use crate::model::{Net, NetKernels, Schedule};
+use crate::nn::{Model, Network};
 
 /// One split, resident, with the schedules that walk it in batches.
 struct Walk {
@@ -27,8 +28,8 @@ impl Walk {
     #[allow(clippy::too_many_arguments)]
     fn new(
         gpu: &Gpu,
-        k: &LenetKernels,
-        net: &Lenet,
+        k: &NetKernels,
+        net: &Net,
         ds: &Dataset,
         split: &crate::data::Split,
         what: &str,
@@ -120,7 +121,7 @@ struct Pending {
 /// Everything resident on the GPU for one data set and batch size.
 pub struct Engine<'g> {
     pub gpu: &'g Gpu,
-    pub net: Lenet,
+    pub net: Net,
     train: Option<Walk>,
     test: Walk,
     staging: [wgpu::Buffer; 2],
@@ -135,9 +136,11 @@ pub fn group_size(steps: usize) -> usize {
 
 impl<'g> Engine<'g> {
     /// Builds pipelines, uploads the data set and builds every bind group, once.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &'g Gpu,
         dataset: Dataset,
+        model: Model,
         batch_size: usize,
         lr: f32,
         momentum: f32,
@@ -149,9 +152,17 @@ impl<'g> Engine<'g> {
         if with_train && dataset.train.is_empty() {
             return Err(format!("{}: the training split holds no images", dataset.source));
         }
-        let kernels = LenetKernels::new(gpu, dataset.channels);
-        check_batch_size(gpu, &kernels, batch_size)?;
-        let net = Lenet::new(gpu, dataset.channels);
+        let network = model.network(dataset.channels);
+        let kernels = NetKernels::new(gpu, &network);
+        check_batch_size(gpu, &network, &kernels, batch_size)?;
+        if with_train {
+            let tail = dataset.train.len() % batch_size;
+            for b in [batch_size.min(dataset.train.len()), tail].into_iter().filter(|&b| b > 0) {
+                network.check_training_batch(b)?;
+            }
+        }
+        let net = Net::new(gpu, network);
+        net.upload_state(gpu, &super::init_state(&net));
         let train = if with_train {
             Some(Walk::new(gpu, &kernels, &net, &dataset, &dataset.train, "training set", batch_size, lr, momentum)?)
         } else {
@@ -312,26 +323,20 @@ impl<'g> Engine<'g> {
 }
 
 /// The largest batch this adapter can run: the conv kernels put the batch on the z dimension of
-/// the dispatch, and the largest per-image buffer is conv1's output or the conv weight grads'
-/// partial sums (per block of rows on a GPU), which must fit one storage binding.
-pub fn max_batch_size(gpu: &Gpu, kernels: &LenetKernels) -> usize {
+/// the dispatch, and the largest per-image buffer (a layer's output, or the conv weight grads'
+/// partial sums, per block of rows on a GPU) must fit one storage binding.
+pub fn max_batch_size(gpu: &Gpu, network: &Network, kernels: &NetKernels) -> usize {
     let max_workgroups = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let per_image_bytes = [
-        4 * 6 * 28 * 28,
-        kernels.conv1_backward_weight.scratch_bytes_per_image(),
-        kernels.conv2_backward_weight.scratch_bytes_per_image(),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1);
+    let largest_output = network.layers.iter().map(|l| 4 * l.output.len()).max().unwrap_or(4);
+    let per_image_bytes = largest_output.max(kernels.max_scratch_bytes_per_image()).max(1);
     let max_by_binding = gpu.limits.max_storage_buffer_binding_size as usize / per_image_bytes;
     max_workgroups.min(max_by_binding)
 }
 
 /// The one batch-size check of every command (`train`, `eval`, `bench-kernels`), before any
 /// buffer is made.
-pub fn check_batch_size(gpu: &Gpu, kernels: &LenetKernels, batch_size: usize) -> Result<(), String> {
-    let limit = max_batch_size(gpu, kernels);
+pub fn check_batch_size(gpu: &Gpu, network: &Network, kernels: &NetKernels, batch_size: usize) -> Result<(), String> {
+    let limit = max_batch_size(gpu, network, kernels);
     if batch_size == 0 {
         return Err("--batch-size: must be at least 1".into());
     }

@@ -12,7 +12,8 @@ pub use resume::{progress_from_metadata, recorded_for_eval, recorded_for_resume,
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
-use crate::model::{fan_in, Lenet};
+use crate::model::Net;
+use crate::nn::{Init, Model, ParamKind};
 use crate::rng::Rng;
 use resume::{check_channels, checkpoint_metadata, load_resumable, write_resumable};
 use std::io::IsTerminal;
@@ -63,18 +64,33 @@ impl TrainConfig {
     }
 }
 
-/// PyTorch's default initialisation for Conv2d and Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-/// for weights and biases, drawn in state_dict order from the seed.
-pub fn init_weights(net: &Lenet, seed: u64) -> Vec<f32> {
+/// PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Conv2d and Linear
+/// weights and biases, drawn in state_dict order from the seed; BatchNorm's gamma 1, beta 0.
+pub fn init_weights(net: &Net, seed: u64) -> Vec<f32> {
     let mut r = Rng::for_purpose(seed, "init");
     let mut w = vec![0f32; net.arena.words];
-    for t in &net.arena.tensors {
-        let bound = 1.0 / (fan_in(&t.name, net.in_channels) as f32).sqrt();
-        for v in net.arena.slice_mut(&mut w, &t.name) {
-            *v = r.uniform(-bound, bound);
+    for p in net.network.params().into_iter().filter(|p| p.kind == ParamKind::Trainable) {
+        let v = net.arena.slice_mut(&mut w, &p.name);
+        match p.init {
+            Init::Uniform { fan_in } => {
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                v.iter_mut().for_each(|x| *x = r.uniform(-bound, bound));
+            }
+            Init::Constant(c) => v.fill(c),
         }
     }
     w
+}
+
+/// BatchNorm's initial running statistics (mean 0, variance 1), in the state arena's layout.
+pub fn init_state(net: &Net) -> Vec<f32> {
+    let mut s = vec![0f32; net.state_arena.words];
+    for p in net.network.params().into_iter().filter(|p| p.kind == ParamKind::RunningStat) {
+        if let Init::Constant(c) = p.init {
+            net.state_arena.slice_mut(&mut s, &p.name).fill(c);
+        }
+    }
+    s
 }
 
 /// Set by the first Ctrl-C or SIGTERM (see `main`): training stops submitting steps, finishes
@@ -119,7 +135,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         None => None,
     };
     let started = Instant::now();
-    let engine = Engine::new(gpu, ds, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
+    let engine = Engine::new(gpu, ds, Model::Lenet5, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
     let ds = &engine.dataset;
     let mut progress = Progress {
         epochs_done: 0,

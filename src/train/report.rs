@@ -53,7 +53,7 @@ pub fn evaluate_checkpoint(
 ) -> Result<Totals, String> {
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
     check_channels(checkpoint_path, &l, &ds)?;
-    let engine = Engine::new(gpu, ds, batch_size, 0.0, 0.0, false)?;
+    let engine = Engine::new(gpu, ds, crate::nn::Model::Lenet5, batch_size, 0.0, 0.0, false)?;
     engine.upload_weights(&l.weights, None);
     let (t, preds) = engine.evaluate(true)?;
     println!(
