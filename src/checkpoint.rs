@@ -4,7 +4,8 @@
 //! previous file intact. The same tensors and metadata always give the same bytes: tensors in
 //! the order safetensors sorts them, metadata in key order.
 
-use crate::model::{param_specs, Arena};
+use crate::model::Arena;
+use crate::nn::{Model, Network, ParamKind};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -40,25 +41,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
-/// Serialises the weights (and optionally the momentum) of `arena` with metadata.
-pub fn to_bytes(
-    arena: &Arena,
-    weights: &[f32],
-    momentum: Option<&[f32]>,
-    metadata: &BTreeMap<String, String>,
-) -> Result<Vec<u8>, String> {
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for t in &arena.tensors {
-        let bytes = bytemuck::cast_slice(arena.slice(weights, &t.name)).to_vec();
-        owned.push((t.name.clone(), t.shape.clone(), bytes));
-        if let Some(m) = momentum {
-            let bytes = bytemuck::cast_slice(arena.slice(m, &t.name)).to_vec();
-            owned.push((format!("{MOMENTUM_PREFIX}{}", t.name), t.shape.clone(), bytes));
+/// What a checkpoint holds: a network's trainable parameters (in `arena`'s layout), optionally
+/// their momentum, and BatchNorm's running statistics (in `state_arena`'s layout) with the count
+/// of training batches PyTorch keeps as `num_batches_tracked`.
+pub struct Contents<'a> {
+    pub network: &'a Network,
+    pub arena: &'a Arena,
+    pub weights: &'a [f32],
+    pub momentum: Option<&'a [f32]>,
+    pub state_arena: &'a Arena,
+    pub state: &'a [f32],
+    pub batches_tracked: u64,
+}
+
+/// Serialises `c` with metadata: every `state_dict` entry under its PyTorch name (the counters
+/// as I64 scalars), the momentum under `momentum.<name>`.
+pub fn to_bytes(c: &Contents, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let f32s = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    for p in c.network.params() {
+        match p.kind {
+            ParamKind::Trainable => {
+                owned.push((p.name.clone(), Dtype::F32, p.shape.clone(), f32s(c.arena.slice(c.weights, &p.name))));
+                if let Some(m) = c.momentum {
+                    let bytes = f32s(c.arena.slice(m, &p.name));
+                    owned.push((format!("{MOMENTUM_PREFIX}{}", p.name), Dtype::F32, p.shape, bytes));
+                }
+            }
+            ParamKind::RunningStat => {
+                owned.push((p.name.clone(), Dtype::F32, p.shape, f32s(c.state_arena.slice(c.state, &p.name))))
+            }
+            ParamKind::Counter => {
+                owned.push((p.name, Dtype::I64, vec![], (c.batches_tracked as i64).to_le_bytes().to_vec()))
+            }
         }
     }
     let views: Vec<(String, TensorView)> = owned
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent tensor view")))
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent tensor view")))
         .collect();
     // safetensors writes its metadata map in hash order, which changes from process to process:
     // serialise without it and put it into the header ourselves, in key order.
@@ -86,15 +106,9 @@ fn with_metadata(bytes: &[u8], metadata: &BTreeMap<String, String>) -> Result<Ve
     Ok(out)
 }
 
-/// Saves weights (and optionally momentum) atomically.
-pub fn save(
-    path: &Path,
-    arena: &Arena,
-    weights: &[f32],
-    momentum: Option<&[f32]>,
-    metadata: BTreeMap<String, String>,
-) -> Result<(), String> {
-    write_atomic(path, &to_bytes(arena, weights, momentum, &metadata)?)
+/// Saves `c` atomically.
+pub fn save(path: &Path, c: &Contents, metadata: BTreeMap<String, String>) -> Result<(), String> {
+    write_atomic(path, &to_bytes(c, &metadata)?)
 }
 
 /// Only the metadata of a checkpoint (its header), for the flags a resume takes from it.
@@ -105,19 +119,27 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, String> {
     Ok(header.metadata().clone().unwrap_or_default())
 }
 
-/// A loaded checkpoint, in the arena layout for its input channel count.
+/// A loaded checkpoint, in the arena layouts of its network.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The network it holds: the `model` its metadata names, else the one its tensors fit
+    /// (BatchNorm's entries make it LeNet-5-BN).
+    pub model: Model,
     pub in_channels: usize,
     pub arena: Arena,
     pub weights: Vec<f32>,
     pub momentum: Option<Vec<f32>>,
+    pub state_arena: Arena,
+    /// BatchNorm's running statistics (empty without BatchNorm).
+    pub state: Vec<f32>,
+    pub batches_tracked: u64,
     pub metadata: HashMap<String, String>,
 }
 
-/// Parses a checkpoint. Every LeNet tensor must be present with its PyTorch shape as F32;
-/// momentum tensors (`momentum.<name>`) are optional but all-or-nothing; anything else is
-/// refused. Errors name the file and the tensor. `align` is the arena's offset alignment.
+/// Parses a checkpoint. Every `state_dict` entry of its network must be present with its
+/// PyTorch shape and dtype (F32; the BatchNorm counters I64 scalars); momentum tensors
+/// (`momentum.<name>`) are optional but all-or-nothing; anything else is refused. Errors name
+/// the file and the tensor. `align` is the arenas' offset alignment.
 pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, String> {
     let name = path.display();
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{name}: not a valid safetensors file: {e}"))?;
@@ -137,32 +159,61 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
             ))
         }
     };
-    let specs = param_specs(in_channels);
+    let model = match metadata.get("model") {
+        Some(m) => <Model as clap::ValueEnum>::from_str(m, false)
+            .map_err(|_| format!("{name}: metadata field model is {m:?}, expected lenet5 or lenet5-bn"))?,
+        None if tensors.contains_key("bn1.weight") => Model::Lenet5Bn,
+        None => Model::Lenet5,
+    };
+    let network = model.network(in_channels);
+    let specs = network.specs(ParamKind::Trainable);
     let arena = Arena::new(&specs, align);
+    let state_arena = Arena::new(&network.specs(ParamKind::RunningStat), align);
     let mut weights = vec![0f32; arena.words];
     let mut momentum = vec![0f32; arena.words];
+    let mut state = vec![0f32; state_arena.words];
+    let mut batches_tracked = 0u64;
     let mut momentum_found = 0;
-    let read = |t: &TensorView, tname: &str, shape: &[usize], dst: &mut [f32]| -> Result<(), String> {
-        if t.dtype() != Dtype::F32 {
-            return Err(format!("{name}: tensor {tname} has dtype {:?}, expected F32", t.dtype()));
+    let check = |t: &TensorView, tname: &str, dtype: Dtype, shape: &[usize]| -> Result<(), String> {
+        if t.dtype() != dtype {
+            return Err(format!("{name}: tensor {tname} has dtype {:?}, expected {dtype:?}", t.dtype()));
         }
         if t.shape() != shape {
             return Err(format!("{name}: tensor {tname} has shape {:?}, expected {shape:?}", t.shape()));
         }
+        Ok(())
+    };
+    let read = |t: &TensorView, tname: &str, shape: &[usize], dst: &mut [f32]| -> Result<(), String> {
+        check(t, tname, Dtype::F32, shape)?;
         for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
             *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
         Ok(())
     };
-    for (tname, shape) in &specs {
-        let t = tensors.get(tname.as_str()).ok_or_else(|| {
-            format!("{name}: tensor {tname} is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)")
-        })?;
-        read(t, tname, shape, arena.slice_mut(&mut weights, tname))?;
-        let mname = format!("{MOMENTUM_PREFIX}{tname}");
-        if let Some(m) = tensors.get(&mname) {
-            read(m, &mname, shape, arena.slice_mut(&mut momentum, tname))?;
-            momentum_found += 1;
+    let what = if model == Model::Lenet5 {
+        "LeNet's state_dict: conv1.weight … fc3.bias".to_string()
+    } else {
+        format!("the {} state_dict", model.name())
+    };
+    for p in network.params() {
+        let tname = p.name.as_str();
+        let t = tensors.get(tname).ok_or_else(|| format!("{name}: tensor {tname} is missing (expected {what})"))?;
+        match p.kind {
+            ParamKind::Trainable => {
+                read(t, tname, &p.shape, arena.slice_mut(&mut weights, tname))?;
+                let mname = format!("{MOMENTUM_PREFIX}{tname}");
+                if let Some(m) = tensors.get(&mname) {
+                    read(m, &mname, &p.shape, arena.slice_mut(&mut momentum, tname))?;
+                    momentum_found += 1;
+                }
+            }
+            ParamKind::RunningStat => read(t, tname, &p.shape, state_arena.slice_mut(&mut state, tname))?,
+            ParamKind::Counter => {
+                check(t, tname, Dtype::I64, &[])?;
+                let v = i64::from_le_bytes(t.data()[..8].try_into().expect("an I64 scalar is 8 bytes"));
+                batches_tracked =
+                    u64::try_from(v).map_err(|_| format!("{name}: tensor {tname} is {v}, expected 0 or more"))?;
+            }
         }
     }
     if momentum_found != 0 && momentum_found != specs.len() {
@@ -171,22 +222,43 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
             specs.len()
         ));
     }
-    let known = |n: &str| specs.iter().any(|(s, _)| s == n || n.strip_prefix(MOMENTUM_PREFIX) == Some(s.as_str()));
+    let all = network.params();
+    let known = |n: &str| {
+        all.iter().any(|p| p.name == n)
+            || n.strip_prefix(MOMENTUM_PREFIX).is_some_and(|m| specs.iter().any(|(s, _)| s == m))
+    };
     let mut extra: Vec<&String> = tensors.keys().filter(|n| !known(n)).collect();
     extra.sort();
     if let Some(x) = extra.first() {
-        return Err(format!("{name}: unexpected tensor {x} (a LeNet state_dict holds only conv1.weight … fc3.bias)"));
+        let holds = if model == Model::Lenet5 {
+            "a LeNet state_dict holds only conv1.weight … fc3.bias".to_string()
+        } else {
+            format!("not an entry of the {} state_dict", model.name())
+        };
+        return Err(format!("{name}: unexpected tensor {x} ({holds})"));
     }
-    if let Some((i, v)) = weights.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        let t = arena
+    let non_finite = weights.iter().chain(&state).enumerate().find(|(_, v)| !v.is_finite());
+    if let Some((i, v)) = non_finite {
+        let (layout, at) = if i < weights.len() { (&arena, i) } else { (&state_arena, i - weights.len()) };
+        let t = layout
             .tensors
             .iter()
-            .find(|t| i >= t.offset && i < t.offset + t.len())
+            .find(|t| at >= t.offset && at < t.offset + t.len())
             .map(|t| t.name.as_str())
             .unwrap_or("?");
         return Err(format!("{name}: tensor {t} holds a non-finite value ({v})"));
     }
-    Ok(Loaded { in_channels, arena, weights, momentum: (momentum_found > 0).then_some(momentum), metadata })
+    Ok(Loaded {
+        model,
+        in_channels,
+        arena,
+        weights,
+        momentum: (momentum_found > 0).then_some(momentum),
+        state_arena,
+        state,
+        batches_tracked,
+        metadata,
+    })
 }
 
 pub fn load(path: &Path, align: u64) -> Result<Loaded, String> {

@@ -38,12 +38,15 @@ struct DataArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train LeNet-5 (PyTorch's CIFAR-10 tutorial network and recipe) on the GPU.
+    /// Train LeNet-5 (PyTorch's CIFAR-10 tutorial network and recipe), or LeNet-5-BN, on the GPU.
     Train {
         #[command(flatten)]
         adapter: AdapterArgs,
         #[command(flatten)]
         data: DataArgs,
+        /// The network [default: lenet5; with --resume or --init, the one the file holds].
+        #[arg(long, value_enum)]
+        model: Option<Model>,
         /// Passes over the training set [default: 10].
         #[arg(long)]
         epochs: Option<usize>,
@@ -92,6 +95,9 @@ enum Command {
         /// The weights (safetensors with PyTorch state_dict names).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The network [default: the one the checkpoint holds].
+        #[arg(long, value_enum)]
+        model: Option<Model>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         /// Seed of the synthetic data set [default: the checkpoint's, else 0].
@@ -166,6 +172,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Train {
             adapter,
             data,
+            model,
             epochs,
             batch_size,
             lr,
@@ -186,7 +193,14 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let seed = seed.or(recorded.seed).unwrap_or(0);
             let data_options = data_options(&data, &recorded, seed);
+            // The network: the flag, else the one the resumed or --init file holds.
+            let from_file = match (&recorded.model, &init) {
+                (Some(m), _) => Some(*m),
+                (None, Some(p)) => Some(gpu_lenet::checkpoint::load(p, 4)?.model),
+                (None, None) => None,
+            };
             let cfg = TrainConfig {
+                model: model.or(from_file).unwrap_or(Model::Lenet5),
                 epochs: epochs.or(recorded.epochs).unwrap_or(10),
                 batch_size: batch_size.or(recorded.batch_size).unwrap_or(64),
                 lr: lr.or(recorded.lr).unwrap_or(0.001),
@@ -209,7 +223,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let ds = data::load(&data_options)?;
             train::run(&gpu, ds, &cfg).map(|_| ())
         }
-        Command::Eval { adapter, data, checkpoint, batch_size, seed } => {
+        Command::Eval { adapter, data, checkpoint, model, batch_size, seed } => {
             if batch_size == 0 {
                 return Err("--batch-size: must be at least 1".into());
             }
@@ -217,7 +231,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let recorded = train::recorded_for_eval(&checkpoint)?;
             let gpu = open_gpu(adapter.adapter)?;
             let ds = data::load(&data_options(&data, &recorded, seed.or(recorded.seed).unwrap_or(0)))?;
-            train::evaluate_checkpoint(&gpu, ds, &checkpoint, batch_size).map(|_| ())
+            let model = model.or(recorded.model).unwrap_or(Model::Lenet5);
+            train::evaluate_checkpoint(&gpu, ds, model, &checkpoint, batch_size).map(|_| ())
         }
         Command::BenchKernels { adapter, model, batch_size, kernel, json } => {
             let gpu = open_gpu(adapter.adapter)?;

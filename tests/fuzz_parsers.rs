@@ -125,7 +125,17 @@ fn checkpoints_never_panic() {
         ("epoch".to_string(), "3".to_string()),
         ("shuffle_rng".to_string(), "12345".to_string()),
     ]);
-    let resumable = checkpoint::to_bytes(&l.arena, &l.weights, Some(&l.weights), &meta).unwrap();
+    let network = l.model.network(l.in_channels);
+    let contents = checkpoint::Contents {
+        network: &network,
+        arena: &l.arena,
+        weights: &l.weights,
+        momentum: Some(&l.weights),
+        state_arena: &l.state_arena,
+        state: &l.state,
+        batches_tracked: 0,
+    };
+    let resumable = checkpoint::to_bytes(&contents, &meta).unwrap();
     let mut r = Rng(3);
     // Whole-file parses are large; a third of the iterations is enough to cover the header.
     for i in 0..iterations() / 3 {

@@ -238,6 +238,13 @@ impl Model {
             Model::Lenet5Bn => "lenet5-bn",
         }
     }
+    /// The name the log prints.
+    pub fn title(self) -> &'static str {
+        match self {
+            Model::Lenet5 => "LeNet-5",
+            Model::Lenet5Bn => "LeNet-5-BN",
+        }
+    }
     pub fn network(self, in_channels: usize) -> Network {
         match self {
             Model::Lenet5 => lenet5(in_channels),

@@ -15,7 +15,7 @@ use crate::gpu::Gpu;
 use crate::model::Net;
 use crate::nn::{Init, Model, ParamKind};
 use crate::rng::Rng;
-use resume::{check_channels, checkpoint_metadata, load_resumable, write_resumable};
+use resume::{check_channels, check_model, checkpoint_metadata, load_resumable, save_checkpoint, write_resumable};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,6 +23,8 @@ use std::time::Instant;
 /// Hyperparameters and run options.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// The network trained.
+    pub model: Model,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f32,
@@ -121,6 +123,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         Some(p) => {
             let l = checkpoint::load(p, gpu.storage_alignment())?;
             check_channels(p, &l, &ds)?;
+            check_model(p, &l, cfg.model)?;
             Some(l)
         }
         None => None,
@@ -135,18 +138,20 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         None => None,
     };
     let started = Instant::now();
-    let engine = Engine::new(gpu, ds, Model::Lenet5, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
+    let engine = Engine::new(gpu, ds, cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
     let ds = &engine.dataset;
     let mut progress = Progress {
         epochs_done: 0,
         step: 0,
         shuffle_rng: Rng::for_purpose(cfg.seed, "shuffle").state,
         best_test_accuracy: -1.0,
+        batches_tracked: 0,
     };
     match (&resumed, &init) {
         (Some((l, p)), _) => {
             engine.upload_weights(&l.weights, l.momentum.as_deref());
-            progress = p.clone();
+            engine.net.upload_state(gpu, &l.state);
+            progress = Progress { batches_tracked: l.batches_tracked, ..p.clone() };
             if progress.epochs_done >= cfg.epochs {
                 return Err(format!(
                     "--resume: the checkpoint has already trained {} epoch(s); pass --epochs larger than that to \
@@ -165,12 +170,17 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
                 }
             );
         }
-        (None, Some(l)) => engine.upload_weights(&l.weights, None),
+        (None, Some(l)) => {
+            engine.upload_weights(&l.weights, None);
+            engine.net.upload_state(gpu, &l.state);
+            progress.batches_tracked = l.batches_tracked;
+        }
         (None, None) => engine.upload_weights(&init_weights(&engine.net, cfg.seed), None),
     }
     println!(
-        "Training LeNet-5 on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}, \
+        "Training {} on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}, \
             {} dispatches per step, {} submits per epoch",
+        cfg.model.title(),
         ds.name,
         ds.train.len(),
         ds.test.len(),
@@ -242,6 +252,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             ));
         }
         let done = first_step + totals.steps;
+        progress.batches_tracked += totals.steps as u64;
         if done < steps {
             // Interrupted: the GPU work submitted so far has finished.
             progress.step = done;
@@ -272,16 +283,14 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             report::append_metrics(p, &report)?;
         }
         if let Some(p) = &cfg.save {
-            let w = engine.net.download_weights(gpu)?;
-            checkpoint::save(p, &engine.net.arena, &w, None, checkpoint_metadata(cfg, ds, epoch))?;
+            save_checkpoint(p, &engine, false, progress.batches_tracked, checkpoint_metadata(cfg, ds, epoch))?;
         }
         if let Some(d) = &checkpoint_dir {
             if report.test_accuracy > progress.best_test_accuracy {
                 progress.best_test_accuracy = report.test_accuracy;
-                let w = engine.net.download_weights(gpu)?;
                 let mut meta = checkpoint_metadata(cfg, ds, epoch);
                 meta.insert("test_accuracy".into(), report.test_accuracy.to_string());
-                checkpoint::save(&d.join("best.safetensors"), &engine.net.arena, &w, None, meta)?;
+                save_checkpoint(&d.join("best.safetensors"), &engine, false, progress.batches_tracked, meta)?;
             }
             write_resumable(d, &engine, cfg, &progress)?;
         }
@@ -315,10 +324,9 @@ fn save_at_interrupt(
         ));
     }
     if let Some(p) = &cfg.save {
-        let w = engine.net.download_weights(engine.gpu)?;
         let mut meta = checkpoint_metadata(cfg, &engine.dataset, progress.epochs_done);
         meta.insert("step".into(), progress.step.to_string());
-        checkpoint::save(p, &engine.net.arena, &w, None, meta)?;
+        save_checkpoint(p, engine, false, progress.batches_tracked, meta)?;
         wrote.push(format!(
             "wrote the weights after step {} of epoch {} to {}",
             progress.step,

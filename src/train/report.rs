@@ -1,7 +1,7 @@
 //! What a run reports: the epoch line's numbers and their `--metrics` JSON lines, the progress
 //! bar, the per-class accuracy table, and the `eval` command.
 
-use super::resume::check_channels;
+use super::resume::{check_channels, check_model};
 use super::{Engine, Totals};
 use crate::checkpoint;
 use crate::data::Dataset;
@@ -48,13 +48,16 @@ pub struct EpochReport {
 pub fn evaluate_checkpoint(
     gpu: &Gpu,
     ds: Dataset,
+    model: crate::nn::Model,
     checkpoint_path: &Path,
     batch_size: usize,
 ) -> Result<Totals, String> {
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
     check_channels(checkpoint_path, &l, &ds)?;
-    let engine = Engine::new(gpu, ds, crate::nn::Model::Lenet5, batch_size, 0.0, 0.0, false)?;
+    check_model(checkpoint_path, &l, model)?;
+    let engine = Engine::new(gpu, ds, model, batch_size, 0.0, 0.0, false)?;
     engine.upload_weights(&l.weights, None);
+    engine.net.upload_state(gpu, &l.state);
     let (t, preds) = engine.evaluate(true)?;
     println!(
         "Test loss: {:.4}, Test accuracy: {:.2}% ({} of {} images) on {}",

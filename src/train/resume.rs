@@ -5,6 +5,7 @@
 use super::{Engine, TrainConfig};
 use crate::checkpoint;
 use crate::data::{Dataset, DatasetKind};
+use crate::nn::Model;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ pub(super) fn checkpoint_metadata(cfg: &TrainConfig, ds: &Dataset, epoch: usize)
         ("seed".to_string(), cfg.seed.to_string()),
         ("shuffle".to_string(), cfg.shuffle.to_string()),
         ("epochs".to_string(), cfg.epochs.to_string()),
+        ("model".to_string(), cfg.model.name().to_string()),
     ]);
     if let Some(d) = &cfg.data {
         meta.insert("data".to_string(), d.display().to_string());
@@ -52,6 +54,8 @@ pub struct Progress {
     /// The shuffle generator's state before drawing epoch `epochs_done + 1`'s order.
     pub shuffle_rng: u64,
     pub best_test_accuracy: f64,
+    /// Training batches so far (BatchNorm's num_batches_tracked; kept in its tensors).
+    pub batches_tracked: u64,
 }
 
 /// The hyperparameters a resume must keep, as (metadata key, flag, value).
@@ -67,14 +71,36 @@ fn hyperparameters(cfg: &TrainConfig, ds: &Dataset) -> Vec<(&'static str, &'stat
 }
 
 pub(super) fn write_resumable(dir: &Path, engine: &Engine, cfg: &TrainConfig, p: &Progress) -> Result<(), String> {
-    let ds = &engine.dataset;
-    let mut meta = checkpoint_metadata(cfg, ds, p.epochs_done);
+    let mut meta = checkpoint_metadata(cfg, &engine.dataset, p.epochs_done);
     meta.insert("step".into(), p.step.to_string());
     meta.insert("shuffle_rng".into(), p.shuffle_rng.to_string());
     meta.insert("best_test_accuracy".into(), p.best_test_accuracy.to_string());
-    let w = engine.net.download_weights(engine.gpu)?;
-    let v = engine.net.download_velocity(engine.gpu)?;
-    checkpoint::save(&dir.join("last.safetensors"), &engine.net.arena, &w, Some(&v), meta)
+    save_checkpoint(&dir.join("last.safetensors"), engine, true, p.batches_tracked, meta)
+}
+
+/// Writes the network's state_dict (and with `momentum` the momentum buffers) as they are on the
+/// GPU now, with `batches_tracked` as BatchNorm's num_batches_tracked.
+pub(super) fn save_checkpoint(
+    path: &Path,
+    engine: &Engine,
+    momentum: bool,
+    batches_tracked: u64,
+    meta: BTreeMap<String, String>,
+) -> Result<(), String> {
+    let (net, gpu) = (&engine.net, engine.gpu);
+    let w = net.download_weights(gpu)?;
+    let v = if momentum { Some(net.download_velocity(gpu)?) } else { None };
+    let state = net.download_state(gpu)?;
+    let c = checkpoint::Contents {
+        network: &net.network,
+        arena: &net.arena,
+        weights: &w,
+        momentum: v.as_deref(),
+        state_arena: &net.state_arena,
+        state: &state,
+        batches_tracked,
+    };
+    checkpoint::save(path, &c, meta)
 }
 
 /// Parses a resumable checkpoint's metadata (`name` is the file, for errors): the progress
@@ -99,7 +125,7 @@ pub fn progress_from_metadata(name: &str, meta: &HashMap<String, String>) -> Res
     let epochs_done =
         usize::try_from(num("epoch")?).map_err(|_| format!("{name}: metadata field epoch is too large"))?;
     let step = usize::try_from(num("step")?).map_err(|_| format!("{name}: metadata field step is too large"))?;
-    Ok(Progress { epochs_done, step, shuffle_rng: num("shuffle_rng")?, best_test_accuracy: best })
+    Ok(Progress { epochs_done, step, shuffle_rng: num("shuffle_rng")?, best_test_accuracy: best, batches_tracked: 0 })
 }
 
 /// Loads `DIR/last.safetensors` for `--resume`, checking it against the flags.
@@ -134,6 +160,7 @@ pub(super) fn load_resumable(
         ));
     }
     check_channels(&path, &l, ds)?;
+    check_model(&path, &l, cfg.model)?;
     Ok((l, progress))
 }
 
@@ -141,6 +168,7 @@ pub(super) fn load_resumable(
 /// it when they are left out. None where the file does not say (a PyTorch export, say).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recorded {
+    pub model: Option<Model>,
     pub dataset: Option<DatasetKind>,
     pub data: Option<PathBuf>,
     pub epochs: Option<usize>,
@@ -175,7 +203,15 @@ impl Recorded {
                 format!("{name}: metadata field dataset is {v:?}, expected cifar10, fashion-mnist or synthetic")
             })?),
         };
+        let model = match meta.get("model") {
+            None => None,
+            Some(v) => Some(
+                <Model as clap::ValueEnum>::from_str(v, false)
+                    .map_err(|_| format!("{name}: metadata field model is {v:?}, expected lenet5 or lenet5-bn"))?,
+            ),
+        };
         Ok(Recorded {
+            model,
             dataset,
             data: meta.get("data").map(PathBuf::from),
             epochs: field(name, meta, "epochs", "a whole number")?,
@@ -225,6 +261,7 @@ pub fn recorded_for_resume(dir: &Path) -> Result<Recorded, String> {
 pub fn recorded_for_eval(path: &Path) -> Result<Recorded, String> {
     let l = checkpoint::load(path, 4)?;
     let mut r = Recorded::from_metadata(&path.display().to_string(), &l.metadata)?;
+    r.model = Some(l.model);
     if r.dataset.is_none() && l.in_channels == 1 {
         r.dataset = Some(DatasetKind::FashionMnist);
     }
@@ -251,4 +288,18 @@ pub fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// Refuses a checkpoint of another network than the one asked for, in one line naming both.
+pub(super) fn check_model(path: &Path, l: &checkpoint::Loaded, model: Model) -> Result<(), String> {
+    if l.model != model {
+        return Err(format!(
+            "{}: holds a {} network, but --model is {}; pass --model {} (or leave the flag out) to use this file",
+            path.display(),
+            l.model.name(),
+            model.name(),
+            l.model.name()
+        ));
+    }
+    Ok(())
 }
