@@ -431,3 +431,58 @@ fn bench_kernels_checks_every_kernel_and_writes_json() {
     // Every kernel row is at least one dispatch of the step.
     assert!(step["dispatches"].as_u64().unwrap() >= kernels.len() as u64, "{step}");
 }
+
+/// `--model lenet5-bn`: the checkpoint records the model; `eval` and `--resume` take it from the
+/// file, and a file of another network than `--model` asks for is refused in one line naming both.
+#[test]
+fn the_model_is_recorded_in_checkpoints_and_checked() {
+    let d = temp_dir("model");
+    let data = fixture("cifar");
+    let (ck, m, dir) = (d.join("bn.safetensors"), d.join("m.jsonl"), d.join("run"));
+    let data_s = data.to_str().unwrap();
+    let r = run(
+        &[
+            "train",
+            "--model",
+            "lenet5-bn",
+            "--dataset",
+            "cifar10",
+            "--data",
+            data_s,
+            "--epochs",
+            "1",
+            "--save",
+            ck.to_str().unwrap(),
+            "--metrics",
+            m.to_str().unwrap(),
+            "--checkpoint-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Training LeNet-5-BN on cifar10"), "{}", r.stdout);
+    let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
+    let l = gpu_lenet::checkpoint::load(&ck, 4).unwrap();
+    assert_eq!(l.metadata["model"], "lenet5-bn");
+    assert_eq!(l.batches_tracked, 3, "150 images in batches of 64: 3 training batches");
+    // eval takes the model (and the data) from the file; its running statistics give the same
+    // test accuracy as the run's last evaluation.
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap()], &[]);
+    assert!(e.ok, "{}", e.stderr);
+    assert!(e.stdout.contains(&format!("Test accuracy: {:.2}%", 100.0 * acc)), "{}\n(metrics said {acc})", e.stdout);
+    for args in [
+        vec!["eval", "--checkpoint", ck.to_str().unwrap(), "--model", "lenet5"],
+        vec!["train", "--dataset", "cifar10", "--data", data_s, "--init", ck.to_str().unwrap(), "--model", "lenet5"],
+        vec!["train", "--resume", dir.to_str().unwrap(), "--epochs", "2", "--model", "lenet5"],
+    ] {
+        let r = run(&args, &[]);
+        assert!(!r.ok, "{args:?} accepted");
+        let line = r.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{}", r.stderr));
+        assert!(line.contains("lenet5-bn") && line.contains("--model lenet5"), "{args:?}: {line}");
+    }
+    // --resume without --model continues the recorded network.
+    let r = run(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "2"], &[]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Training LeNet-5-BN") && r.stdout.contains("Epoch 2, Loss: "), "{}", r.stdout);
+}
