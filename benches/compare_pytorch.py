@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Side by side, in one run: PyTorch on the CPU (threads = cores) and gpu-lenet on a chosen
-adapter train the same network on the same data (1 epoch, batch 64, lr 0.01, momentum 0.9) and
+adapter train the same network (`--model lenet5` or `lenet5-bn`) on the same data (1 epoch or
+`--epochs N`, batch 64, lr 0.01, momentum 0.9) and
 the script prints both training throughputs and their ratio. The data: Fashion-MNIST (one input
 channel), or with `--dataset cifar` the CIFAR-10 network (three channels) on CIFAR-10 binary
 files (`--data DIR/cifar-10-batches-bin`, e.g. made by scripts/make_fake_cifar.py).
@@ -48,6 +49,26 @@ class Net(nn.Module):
         return self.fc3(x)
 
 
+class NetBN(Net):
+    """LeNet-5 with a BatchNorm2d after each convolution (gpu-lenet's --model lenet5-bn)."""
+
+    def __init__(self, in_channels=1):
+        super().__init__(in_channels)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.bn2 = nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+MODELS = {"lenet5": Net, "lenet5-bn": NetBN}
+
+
 def idx(path):
     for p in (path + ".gz", path):
         if os.path.exists(p):
@@ -82,53 +103,61 @@ def load_split(dataset, data_dir, split):
     return load(data_dir, "train" if split == "train" else "t10k")
 
 
-def pytorch_images_per_sec(dataset, data_dir, batch, lr, device):
+def pytorch_images_per_sec(model, dataset, data_dir, batch, lr, device, epochs=1):
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     x, y = load_split(dataset, data_dir, "train")
     x, y = x.to(device), y.to(device)
-    net = Net(in_channels=x.shape[1]).to(device)
+    net = MODELS[model](in_channels=x.shape[1]).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     crit = nn.CrossEntropyLoss()
-    perm = torch.randperm(len(y), device=device)
     if device != "cpu":
         # One step before the clock starts, so CUDA's context and kernel loading are not timed
         # (gpu-lenet's epoch likewise starts after its pipelines are built).
         crit(net(x[:batch]), y[:batch]).backward()
         opt.zero_grad()
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(0, len(y), batch):
-        idx_ = perm[i:i + batch]
-        opt.zero_grad()
-        loss = crit(net(x[idx_]), y[idx_])
-        loss.backward()
-        opt.step()
-    if device != "cpu":
-        torch.cuda.synchronize()
-    secs = time.perf_counter() - start
     xt, yt = load_split(dataset, data_dir, "test")
+    secs = 0.0
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), device=device)
+        net.train()
+        start = time.perf_counter()
+        for i in range(0, len(y), batch):
+            idx_ = perm[i:i + batch]
+            opt.zero_grad()
+            loss = crit(net(x[idx_]), y[idx_])
+            loss.backward()
+            opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        secs += time.perf_counter() - start
+    net.eval()
     with torch.no_grad():
         acc = (net(xt.to(device)).argmax(1) == yt.to(device)).float().mean().item()
-    return len(y) / secs, acc
+    return epochs * len(y) / secs, acc
 
 
-def gpu_lenet_images_per_sec(binary, adapter, dataset, data_dir, batch, lr):
+def gpu_lenet_images_per_sec(binary, adapter, model, dataset, data_dir, batch, lr, epochs=1):
     """Training images/s, test accuracy, and the adapter as the run names it (with its driver)."""
     with tempfile.TemporaryDirectory() as d:
         metrics = os.path.join(d, "m.jsonl")
-        cmd = [binary, "train", "--adapter", adapter, "--dataset", "cifar10" if dataset == "cifar" else dataset,
-               "--data", data_dir, "--no-download", "--epochs", "1", "--batch-size", str(batch), "--lr", str(lr),
-               "--metrics", metrics]
+        cmd = [binary, "train", "--adapter", adapter, "--model", model,
+               "--dataset", "cifar10" if dataset == "cifar" else dataset, "--data", data_dir, "--no-download",
+               "--epochs", str(epochs), "--batch-size", str(batch), "--lr", str(lr), "--metrics", metrics]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         found = re.search(r"\) on (.*): \d+ epochs", out)
-        m = json.loads(open(metrics).read().splitlines()[-1])
-        return m["images_per_sec"], m["test_accuracy"], found.group(1) if found else adapter
+        rows = [json.loads(line) for line in open(metrics).read().splitlines()]
+        # Every epoch trains the same images: the mean rate is the harmonic mean of the epochs.
+        secs = sum(1 / r["images_per_sec"] for r in rows)
+        return len(rows) / secs, rows[-1]["test_accuracy"], found.group(1) if found else adapter
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", default="auto")
+    ap.add_argument("--model", default="lenet5", choices=sorted(MODELS))
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar"])
     ap.add_argument("--data", default=None,
                     help="default: /usr/share/datasets/fashion-mnist, or data/cifar-10-batches-bin with --dataset cifar")
@@ -143,13 +172,14 @@ def main():
         a.data = "data/cifar-10-batches-bin" if a.dataset == "cifar" else "/usr/share/datasets/fashion-mnist"
     what = "CIFAR-10 format (3 channels)" if a.dataset == "cifar" else "Fashion-MNIST"
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{what} 1 epoch, batch {a.batch_size}, lr {a.lr}, data {a.data}")
+          f"{what}, {a.model}, {a.epochs} epoch(s), batch {a.batch_size}, lr {a.lr}, data {a.data}")
     ratios = []
     for _ in range(max(1, a.repeat)):
-        pt, pt_acc = pytorch_images_per_sec(a.dataset, a.data, a.batch_size, a.lr, a.torch_device)
+        pt, pt_acc = pytorch_images_per_sec(a.model, a.dataset, a.data, a.batch_size, a.lr, a.torch_device, a.epochs)
         where = f"CPU ({os.cpu_count()} threads)" if a.torch_device == "cpu" else f"{a.torch_device} ({torch.cuda.get_device_name()})"
         print(f"PyTorch {where}: {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
-        gl, gl_acc, on = gpu_lenet_images_per_sec(a.binary, a.adapter, a.dataset, a.data, a.batch_size, a.lr)
+        gl, gl_acc, on = gpu_lenet_images_per_sec(a.binary, a.adapter, a.model, a.dataset, a.data, a.batch_size, a.lr,
+                                                  a.epochs)
         print(f"gpu-lenet ({on}): {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
         print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x", flush=True)
         ratios.append(gl / pt)

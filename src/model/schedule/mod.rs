@@ -1,0 +1,314 @@
+//! The schedule of one training step of any network described in `nn`: its layers grouped by the
+//! fusion rules below, a buffer per tensor, and every bind group and dispatch, forward and
+//! backward, built once per batch size. The rules, tried in order at each layer:
+//!
+//! - Conv2d + ReLU + MaxPool2d(2, 2) as one kernel writing the pooled output and its masked
+//!   argmax, with the pool's backward inside the conv's gradients, where the adapter runs those
+//!   kernels (lavapipe); else Conv2d with the ReLU in its epilogue.
+//! - BatchNorm2d with the ReLU after it in the same kernel.
+//! - Linear with its bias and ReLU in the GEMM epilogue, its bias grad inside the weight-grad
+//!   GEMM where that kernel runs, and the ReLU before it applied (as a mask) by its input grad.
+//! - A ReLU before a MaxPool2d is applied to the pool's backward; Flatten is a view.
+//!
+//! Each rule's plain kernels are the fallback; kernels know no network.
+
+mod backward;
+mod forward;
+
+use super::kernels::{conv_shape, op_at, LayerKernels, NetKernels};
+use super::net::Net;
+use crate::gpu::Gpu;
+use crate::kernels::{Dispatch, StepTable, View};
+use crate::nn::{Layer, Network, Op};
+
+/// One kernel's part of a step: its name, its dispatches, recorded in order, and what it costs
+/// (for `bench-kernels`).
+pub struct Stage {
+    pub name: String,
+    pub dispatches: Vec<Dispatch>,
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl Stage {
+    fn new(name: String, dispatches: Vec<Dispatch>, (flops, bytes): (usize, usize)) -> Stage {
+        Stage { name, dispatches, flops: flops as f64, bytes: bytes as f64 }
+    }
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        for d in &self.dispatches {
+            d.record(pass, step_offset);
+        }
+    }
+}
+
+/// How the layers run: each group is one or more layers executed together.
+#[derive(Clone, Copy, Debug)]
+enum Group {
+    /// Conv2d, ReLU, MaxPool2d as the fused kernels.
+    ConvPooled {
+        conv: usize,
+        pool: usize,
+    },
+    /// Conv2d, with the following ReLU in its epilogue when `relu`.
+    Conv {
+        conv: usize,
+    },
+    /// BatchNorm2d, with the following ReLU when `relu`.
+    BatchNorm {
+        bn: usize,
+    },
+    Pool {
+        pool: usize,
+    },
+    Flatten,
+    /// Linear, with the following ReLU in its epilogue when `relu`.
+    Linear {
+        fc: usize,
+        relu: bool,
+    },
+}
+
+/// The step's tensors, by name: the input `x` and `labels`, each group's output, its grad.
+pub struct Activations {
+    pub x: wgpu::Buffer,
+    pub labels: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    tensors: Vec<(String, wgpu::Buffer)>,
+}
+
+impl Activations {
+    pub fn get(&self, name: &str) -> &wgpu::Buffer {
+        &self.tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1
+    }
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// The dispatches of one training step (and of an evaluation step) at one batch size.
+pub struct Schedule {
+    pub batch: usize,
+    pub acts: Activations,
+    /// Gathers the step's batch into `acts.x` / `acts.labels`; set by the data pipeline.
+    pub prepare: Option<Dispatch>,
+    /// Forward stages of a training step, the loss last.
+    pub forward: Vec<Stage>,
+    /// Forward stages of an evaluation step where they differ (BatchNorm's running statistics).
+    pub eval_forward: Option<Vec<Stage>>,
+    /// Backward stages, the optimizer last.
+    pub backward: Vec<Stage>,
+    /// For each forward stage (of a training step), the tensor it leaves its result in.
+    pub outputs: Vec<String>,
+    /// Kept alive for the bind groups that use them.
+    _scratch: Vec<wgpu::Buffer>,
+}
+
+fn groups(net: &Net, k: &NetKernels) -> Vec<Group> {
+    let layers = &net.network.layers;
+    let mut g = Vec::new();
+    let mut i = 0;
+    while i < layers.len() {
+        let relu_next = op_at(&net.network, i + 1) == Some(&Op::Relu);
+        let (group, used) = match (&layers[i].op, &k.layers[i]) {
+            (Op::Conv2d { .. }, LayerKernels::Conv(c)) if c.pooled.is_some() => {
+                (Group::ConvPooled { conv: i, pool: i + 2 }, 3)
+            }
+            (Op::Conv2d { .. }, _) => (Group::Conv { conv: i }, 1 + relu_next as usize),
+            (Op::BatchNorm2d, _) => (Group::BatchNorm { bn: i }, 1 + relu_next as usize),
+            (Op::MaxPool2d { .. }, _) => (Group::Pool { pool: i }, 1),
+            (Op::Flatten, _) => (Group::Flatten, 1),
+            (Op::Linear { .. }, _) => (Group::Linear { fc: i, relu: relu_next }, 1 + relu_next as usize),
+            (Op::Relu, _) => panic!("{}: a ReLU must follow a Conv2d, BatchNorm2d or Linear", layers[i].name),
+        };
+        g.push(group);
+        i += used;
+    }
+    g
+}
+
+/// The layer whose output a group leaves (a fused ReLU's, a pool's).
+fn last_layer(network: &Network, g: &Group) -> usize {
+    let relu_after = |i: usize| (op_at(network, i + 1) == Some(&Op::Relu)) as usize;
+    match *g {
+        Group::ConvPooled { pool, .. } => pool,
+        Group::Conv { conv: i } | Group::BatchNorm { bn: i } => i + relu_after(i),
+        Group::Pool { pool } => pool,
+        Group::Flatten => usize::MAX,
+        Group::Linear { fc, relu } => fc + relu as usize,
+    }
+}
+
+/// Everything the forward and backward planning share: the network, its groups and tensors.
+struct Plan<'a> {
+    gpu: &'a Gpu,
+    k: &'a NetKernels,
+    net: &'a Net,
+    batch: usize,
+    groups: Vec<Group>,
+    /// The input tensor of each group.
+    inputs: Vec<String>,
+    /// The last group's output.
+    logits: String,
+    acts: Activations,
+    /// Unused bias/aux slots are bound to a read-only weight view.
+    unused: View,
+    steps: &'a StepTable,
+    metrics: &'a View,
+    preds: &'a View,
+    lr: f32,
+    momentum: f32,
+}
+
+impl Plan<'_> {
+    fn layers(&self) -> &[Layer] {
+        &self.net.network.layers
+    }
+    fn last_layer(&self, g: &Group) -> usize {
+        last_layer(&self.net.network, g)
+    }
+    fn t(&self, name: &str) -> View {
+        if name == "x" {
+            View::whole(&self.acts.x)
+        } else {
+            View::whole(self.acts.get(name))
+        }
+    }
+    fn dt(&self, name: &str) -> View {
+        View::whole(self.acts.get(&format!("d_{name}")))
+    }
+}
+
+impl Schedule {
+    /// Builds every bind group of a step for `batch` images. Metrics rows are written by the
+    /// loss kernel at the row the step table selects, predictions into `preds` at the step's start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        k: &NetKernels,
+        net: &Net,
+        batch: usize,
+        steps: &StepTable,
+        metrics: &View,
+        preds: &View,
+        lr: f32,
+        momentum: f32,
+    ) -> Schedule {
+        let layers = &net.network.layers;
+        let groups = groups(net, k);
+        let b = batch;
+        let slack = (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize;
+        // Tensor names: the input "x", then each group's output named after its last layer
+        // (a Flatten's output is its input's buffer). Buffers read through uniform windows get
+        // room for a full last window; a pool's input and the logits are read as storage only.
+        let mut tensors: Vec<(String, wgpu::Buffer)> = Vec::new();
+        let mut grads: Vec<(String, wgpu::Buffer)> = Vec::new();
+        let x = gpu.storage("x", b * net.network.input.len() + slack);
+        let mut inputs: Vec<String> = Vec::new(); // the input tensor of each group
+        let mut current = "x".to_string();
+        for (gi, g) in groups.iter().enumerate() {
+            inputs.push(current.clone());
+            if let Group::Flatten = g {
+                continue;
+            }
+            let l = &layers[last_layer(&net.network, g)];
+            let len = b * l.output.len();
+            let feeds_pool = matches!(groups.get(gi + 1), Some(Group::Pool { .. }));
+            let is_logits = gi + 1 == groups.len();
+            let extra = if feeds_pool || is_logits { 0 } else { slack };
+            tensors.push((l.name.clone(), gpu.storage(&l.name, len + extra)));
+            if let Group::ConvPooled { .. } | Group::Pool { .. } = g {
+                let n = format!("{}.argmax", l.name);
+                tensors.push((n.clone(), gpu.storage(&n, len + slack)));
+            }
+            let d = format!("d_{}", l.name);
+            grads.push((d.clone(), gpu.storage(&d, len + slack)));
+            current = l.name.clone();
+        }
+        let names = inputs;
+        let logits_name = current;
+        tensors.extend(grads);
+        let labels = gpu.storage("labels", b);
+        let acts =
+            Activations { x: x.clone(), labels: labels.clone(), logits: find(&tensors, &logits_name).clone(), tensors };
+
+        let last_fc = layers.iter().rev().find(|l| matches!(l.op, Op::Linear { .. })).expect("a Linear layer");
+        let unused = net.w(&format!("{}.bias", last_fc.name));
+        let plan = Plan {
+            gpu,
+            k,
+            net,
+            batch,
+            groups,
+            inputs: names,
+            logits: logits_name,
+            acts,
+            unused,
+            steps,
+            metrics,
+            preds,
+            lr,
+            momentum,
+        };
+        let fwd = forward::stages(&plan);
+        let (backward, mut scratch) = backward::stages(&plan, &fwd.saved);
+        scratch.extend(fwd.saved.into_iter().map(|(_, b)| b));
+        Schedule {
+            batch,
+            acts: plan.acts,
+            prepare: None,
+            forward: fwd.stages,
+            eval_forward: fwd.eval,
+            backward,
+            outputs: fwd.outputs,
+            _scratch: scratch,
+        }
+    }
+
+    /// Records one training step (prepare, forward, loss, backward, SGD) into `pass`.
+    pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        if let Some(p) = &self.prepare {
+            p.record(pass, step_offset);
+        }
+        for st in self.forward.iter().chain(&self.backward) {
+            st.record(pass, step_offset);
+        }
+    }
+
+    /// Records the forward half and the loss (evaluation).
+    pub fn record_eval_step(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        if let Some(p) = &self.prepare {
+            p.record(pass, step_offset);
+        }
+        for st in self.eval_forward.as_ref().unwrap_or(&self.forward) {
+            st.record(pass, step_offset);
+        }
+    }
+
+    /// Dispatches per training step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.prepare.is_some() as usize
+            + self.forward.iter().chain(&self.backward).map(|s| s.dispatches.len()).sum::<usize>()
+    }
+}
+
+fn find<'a>(tensors: &'a [(String, wgpu::Buffer)], name: &str) -> &'a wgpu::Buffer {
+    &tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1
+}
+
+fn bias_or_unused(net: &Net, l: &Layer, unused: &View) -> View {
+    let has = matches!(l.op, Op::Conv2d { bias: true, .. } | Op::Linear { bias: true, .. });
+    if has {
+        net.w(&format!("{}.bias", l.name))
+    } else {
+        unused.clone()
+    }
+}
+
+fn conv_flops(l: &Layer, b: usize) -> usize {
+    let s = conv_shape(l, b);
+    2 * s.output_len() * s.cin * s.kh * s.kw
+}
+
+fn gemm_cost((m, n, k): (usize, usize, usize)) -> (usize, usize) {
+    (2 * m * n * k, 4 * (m * k + n * k + m * n))
+}
