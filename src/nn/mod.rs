@@ -257,42 +257,37 @@ fn image(in_channels: usize) -> Shape {
     Shape { c: in_channels, h: IMAGE, w: IMAGE }
 }
 
-/// The tutorial's `Net`: pool(relu(conv1(x))), pool(relu(conv2(x))), flatten, fc1, relu, fc2,
-/// relu, fc3. (PyTorch's one `pool` module, used twice, is two layers here: a layer without
-/// parameters has no `state_dict` entries, so its name is only the stages' name.)
-pub fn lenet5(in_channels: usize) -> Network {
-    Builder::new("lenet5", image(in_channels))
-        .conv2d("conv1", 6, 5, 1, 0, true)
-        .relu("relu1")
-        .max_pool2d("pool1", 2, 2)
-        .conv2d("conv2", 16, 5, 1, 0, true)
-        .relu("relu2")
-        .max_pool2d("pool2", 2, 2)
-        .flatten("flatten")
+/// LeNet's feature extractor: conv (5x5) -> [BatchNorm] -> ReLU -> max-pool 2x2, twice. (PyTorch's
+/// one `pool` module, used twice, is two layers here: a layer without parameters has no
+/// `state_dict` entries, so its name is only the stages' name.)
+fn lenet_features(mut b: Builder, batch_norm: bool) -> Builder {
+    for (i, cout) in [(1, 6), (2, 16)] {
+        b = b.conv2d(&format!("conv{i}"), cout, 5, 1, 0, true);
+        if batch_norm {
+            b = b.batch_norm2d(&format!("bn{i}"));
+        }
+        b = b.relu(&format!("relu{i}")).max_pool2d(&format!("pool{i}"), 2, 2);
+    }
+    b
+}
+
+/// LeNet's classifier: flatten, fc1, ReLU, fc2, ReLU, fc3.
+fn lenet_classifier(b: Builder) -> Builder {
+    b.flatten("flatten")
         .linear("fc1", 120, true)
         .relu("relu3")
         .linear("fc2", 84, true)
         .relu("relu4")
         .linear("fc3", CLASSES, true)
-        .build()
+}
+
+/// The tutorial's `Net`: pool(relu(conv1(x))), pool(relu(conv2(x))), flatten, fc1, relu, fc2,
+/// relu, fc3.
+pub fn lenet5(in_channels: usize) -> Network {
+    lenet_classifier(lenet_features(Builder::new("lenet5", image(in_channels)), false)).build()
 }
 
 /// `NetBN`: pool(relu(bn1(conv1(x)))), pool(relu(bn2(conv2(x)))), then LeNet's classifier.
 pub fn lenet5_bn(in_channels: usize) -> Network {
-    Builder::new("lenet5-bn", image(in_channels))
-        .conv2d("conv1", 6, 5, 1, 0, true)
-        .batch_norm2d("bn1")
-        .relu("relu1")
-        .max_pool2d("pool1", 2, 2)
-        .conv2d("conv2", 16, 5, 1, 0, true)
-        .batch_norm2d("bn2")
-        .relu("relu2")
-        .max_pool2d("pool2", 2, 2)
-        .flatten("flatten")
-        .linear("fc1", 120, true)
-        .relu("relu3")
-        .linear("fc2", 84, true)
-        .relu("relu4")
-        .linear("fc3", CLASSES, true)
-        .build()
+    lenet_classifier(lenet_features(Builder::new("lenet5-bn", image(in_channels)), true)).build()
 }
