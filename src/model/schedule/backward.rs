@@ -41,13 +41,7 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                         &net.g(&format!("{}.bias", c.name)),
                     )
                     .expect(slack_msg);
-                let wcost = (conv_flops(c, b) + s.output_len(), 4 * (s.output_len() + s.input_len() + s.weight_len()));
-                backward.push(Stage::new(
-                    format!("{}_backward_weight", c.name),
-                    wd.partials.into_iter().chain(wd.reduce).collect(),
-                    wcost,
-                ));
-                scratch.extend(wd.scratch);
+                backward.push(weight_grad_stage(c, b, wd, &mut scratch));
                 if let (false, Some(bi)) = (first, &pc.backward_input) {
                     let d = bi
                         .bind(gpu, b, &dt(&p.name), &argmax, &net.w(&format!("{}.weight", c.name)), &dt(&input))
@@ -71,13 +65,7 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                     &net.g(&format!("{}.weight", c.name)),
                     &net.g(&format!("{}.bias", c.name)),
                 );
-                let wcost = (conv_flops(c, b) + s.output_len(), 4 * (s.output_len() + s.input_len() + s.weight_len()));
-                backward.push(Stage::new(
-                    format!("{}_backward_weight", c.name),
-                    wd.partials.into_iter().chain(wd.reduce).collect(),
-                    wcost,
-                ));
-                scratch.extend(wd.scratch);
+                backward.push(weight_grad_stage(c, b, wd, &mut scratch));
                 if let (false, Some(bi)) = (first, backward_input) {
                     let d = bi.bind(gpu, b, &dt(&out_name), &net.w(&format!("{}.weight", c.name)), &dt(&input));
                     let icost = (conv_flops(c, b), 4 * (s.output_len() + s.weight_len() + s.input_len()));
@@ -175,4 +163,17 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
         (4 * words, 20 * words),
     ));
     (backward, scratch)
+}
+
+/// A conv's weight-grad stage (its partial sums, then any reduction); keeps its scratch alive.
+fn weight_grad_stage(
+    c: &crate::nn::Layer,
+    b: usize,
+    wd: crate::kernels::conv2d_backward_weight::BackwardWeightDispatch,
+    scratch: &mut Vec<wgpu::Buffer>,
+) -> Stage {
+    let s = conv_shape(c, b);
+    let cost = (conv_flops(c, b) + s.output_len(), 4 * (s.output_len() + s.input_len() + s.weight_len()));
+    scratch.extend(wd.scratch);
+    Stage::new(format!("{}_backward_weight", c.name), wd.partials.into_iter().chain(wd.reduce).collect(), cost)
 }
