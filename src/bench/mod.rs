@@ -49,6 +49,22 @@ pub struct StepRow {
     pub submits_per_epoch: usize,
 }
 
+/// GPU memory of a training step, in bytes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemoryRow {
+    /// Parameters, grads, momentum, running statistics.
+    pub network: u64,
+    /// Activations and gradients as allocated (buffers shared where lifetimes allow).
+    pub tensors: u64,
+    /// The same tensors with one buffer each.
+    pub tensors_unshared: u64,
+    pub tensor_count: usize,
+    pub buffer_count: usize,
+    /// The batch, the kernels' scratch.
+    pub other: u64,
+    pub total: u64,
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
     pub adapter: String,
@@ -56,6 +72,7 @@ pub struct Report {
     pub timing: String,
     pub ceilings: Ceilings,
     pub kernels: Vec<KernelRow>,
+    pub memory: MemoryRow,
     pub train_step: StepRow,
 }
 
@@ -113,29 +130,39 @@ pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<
         }
     }
 
-    // Correctness: one step, everything but the optimizer, against the CPU reference.
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        prepare.record(&mut pass, 0);
-        for st in sched.forward.iter().chain(&sched.backward[..sched.backward.len() - 1]) {
-            st.record(&mut pass, 0);
-        }
-    }
-    gpu.queue.submit([enc.finish()]);
+    // Correctness: one step, everything but the optimizer, against the CPU reference, each
+    // stage's tensor read as soon as the stage has run (a later stage may reuse its buffer).
+    let run = |dispatches: &[Dispatch]| crate::kernels::run_all(gpu, &dispatches.iter().collect::<Vec<_>>());
+    run(std::slice::from_ref(&prepare));
     let (x_ref, labels_ref) = prepare_batch::reference(&ds, &ds.train, &perm, 0, batch);
     let mut state = reference::State::new(&network);
     let want = reference::step(&network, &net.arena, &weights, &mut state, &x_ref, &labels_ref, batch, true);
-    let grads = net.download_grads(gpu)?;
     let mut errors: Vec<(String, f64)> =
         vec![("prepare_batch".into(), rel_error(&gpu.read_words::<f32>(&sched.acts.x, 0, x_ref.len())?, &x_ref))];
     let checks = Checks { network: &network, want: &want, labels: &labels_ref, batch };
     let tensor_error = |t: &str| -> Result<f64, String> {
         let r = checks.tensor(t);
-        Ok(rel_error(&gpu.read_words::<f32>(sched.acts.get(t), 0, r.len())?, &r))
+        Ok(rel_error(&gpu.read_words::<f32>(&sched.acts.get(t).buffer, 0, r.len())?, &r))
     };
+    for (st, out) in sched.forward.iter().zip(&sched.outputs) {
+        run(&st.dispatches);
+        errors.push((st.name.clone(), tensor_error(out)?));
+    }
+    let has_stage = |n: &str| sched.backward.iter().any(|st| st.name == n);
+    let mut param_checks = Vec::new();
+    for st in &sched.backward[..sched.backward.len() - 1] {
+        run(&st.dispatches);
+        let n = st.name.as_str();
+        let (params, tensor) = checks.backward_writes(n, &has_stage);
+        let e = match tensor {
+            Some(t) => tensor_error(&t)?,
+            None => 0.0,
+        };
+        param_checks.push((n.to_string(), params, e));
+    }
     // A stage's parameter grads together, relative to their largest value: a conv bias before
     // BatchNorm has a grad of (numerically) zero, which only its weight's scale can judge.
+    let grads = net.download_grads(gpu)?;
     let grad_error = |params: &[String]| {
         let got: Vec<f32> = params.iter().flat_map(|n| net.arena.slice(&grads, n).to_vec()).collect();
         let want: Vec<f32> = params.iter().flat_map(|n| net.arena.slice(&want.grads, n).to_vec()).collect();
@@ -145,18 +172,8 @@ pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<
             rel_error(&got, &want)
         }
     };
-    for (st, out) in sched.forward.iter().zip(&sched.outputs) {
-        errors.push((st.name.clone(), tensor_error(out)?));
-    }
-    let has_stage = |n: &str| sched.backward.iter().any(|st| st.name == n);
-    for st in &sched.backward[..sched.backward.len() - 1] {
-        let n = st.name.as_str();
-        let (params, tensor) = checks.backward_writes(n, &has_stage);
-        let mut e = grad_error(&params);
-        if let Some(t) = tensor {
-            e = e.max(tensor_error(&t)?);
-        }
-        errors.push((n.to_string(), e));
+    for (n, params, e) in param_checks {
+        errors.push((n, e.max(grad_error(&params))));
     }
     // The optimizer on top of the checked gradients.
     let sgd = sched.backward.last().expect("sgd stage");
@@ -244,6 +261,15 @@ pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<
         timing: if timestamps { "gpu-timestamps" } else { "wall-clock" }.into(),
         ceilings,
         kernels: rows,
+        memory: MemoryRow {
+            network: net.bytes(),
+            tensors: sched.memory.shared_bytes,
+            tensors_unshared: sched.memory.unshared_bytes,
+            tensor_count: sched.memory.tensors,
+            buffer_count: sched.memory.buffers,
+            other: sched.bytes() - sched.memory.shared_bytes,
+            total: net.bytes() + sched.bytes(),
+        },
         train_step: StepRow {
             ms: step_ms,
             images_per_sec: batch as f64 * 1e3 / step_ms,
@@ -292,6 +318,19 @@ pub fn print(r: &Report) {
             k.pipelines
         );
     }
+    let m = &r.memory;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "step memory: {:.2} MiB = network {:.2} MiB (parameters, grads, momentum, statistics) + {} activations and \
+            grads in {} buffers {:.2} MiB (one buffer each: {:.2} MiB) + batch and scratch {:.2} MiB",
+        mib(m.total),
+        mib(m.network),
+        m.tensor_count,
+        m.buffer_count,
+        mib(m.tensors),
+        mib(m.tensors_unshared),
+        mib(m.other)
+    );
     let s = &r.train_step;
     println!(
         "train step: {:.3} ms per step, {:.0} images/s, {} dispatches per step, {} submits per CIFAR-10 epoch",

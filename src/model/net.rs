@@ -44,6 +44,11 @@ impl Net {
         }
     }
 
+    /// GPU bytes of the parameters, their grads and momentum, and the running statistics.
+    pub fn bytes(&self) -> u64 {
+        [&self.weights, &self.grads, &self.velocity, &self.state].iter().map(|b| b.size()).sum()
+    }
+
     pub fn w(&self, name: &str) -> View {
         self.arena.view(&self.weights, name)
     }

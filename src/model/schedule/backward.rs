@@ -19,6 +19,7 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
     let mut scratch = Vec::new();
     let mut backward = Vec::new();
     for (gi, g) in p.groups.iter().enumerate().rev() {
+        p.uses.at(p.backward_at(gi));
         let input = names[gi].clone();
         let first = gi == 0;
         let out_name = if let Group::Flatten = g { continue } else { layers[p.last_layer(g)].name.clone() };

@@ -29,6 +29,7 @@ pub(super) fn stages(p: &Plan) -> Forward {
     let mut outputs = Vec::new();
     let mut has_bn = false;
     for (gi, g) in p.groups.iter().enumerate() {
+        p.uses.at(p.forward_at(gi));
         let input = names[gi].clone();
         let out_name = if let Group::Flatten = g { input.clone() } else { layers[p.last_layer(g)].name.clone() };
         let mut eval_stage = None;
@@ -132,6 +133,7 @@ pub(super) fn stages(p: &Plan) -> Forward {
         }
         forward.extend(stages);
     }
+    p.uses.at(p.forward_at(p.groups.len()));
     let loss = Stage::new(
         "softmax_cross_entropy".into(),
         vec![k.softmax.bind(

@@ -14,12 +14,14 @@
 
 mod backward;
 mod forward;
+pub mod memory;
 
 use super::kernels::{conv_shape, op_at, LayerKernels, NetKernels};
 use super::net::Net;
 use crate::gpu::Gpu;
 use crate::kernels::{Dispatch, StepTable, View};
 use crate::nn::{Layer, Network, Op};
+use memory::{Lifetime, Memory, Uses};
 
 /// One kernel's part of a step: its name, its dispatches, recorded in order, and what it costs
 /// (for `bench-kernels`).
@@ -69,16 +71,18 @@ enum Group {
 }
 
 /// The step's tensors, by name: the input `x` and `labels`, each group's output, its grad.
+/// Tensors whose lifetimes do not meet share a buffer (see [`memory`]): a tensor holds its value
+/// from the stage that writes it to the last that reads it. The logits stay readable after a step.
 pub struct Activations {
     pub x: wgpu::Buffer,
     pub labels: wgpu::Buffer,
     pub logits: wgpu::Buffer,
-    tensors: Vec<(String, wgpu::Buffer)>,
+    tensors: Vec<(String, View)>,
 }
 
 impl Activations {
-    pub fn get(&self, name: &str) -> &wgpu::Buffer {
-        &self.tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1
+    pub fn get(&self, name: &str) -> View {
+        self.tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1.clone()
     }
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.iter().map(|(n, _)| n.as_str())
@@ -99,6 +103,8 @@ pub struct Schedule {
     pub backward: Vec<Stage>,
     /// For each forward stage (of a training step), the tensor it leaves its result in.
     pub outputs: Vec<String>,
+    /// The memory of the step's tensors (beside `x`, the labels and the parameters).
+    pub memory: Memory,
     /// Kept alive for the bind groups that use them.
     _scratch: Vec<wgpu::Buffer>,
 }
@@ -152,6 +158,8 @@ struct Plan<'a> {
     acts: Activations,
     /// Unused bias/aux slots are bound to a read-only weight view.
     unused: View,
+    /// Every tensor binding and the moment of the timeline it is made at.
+    uses: Uses,
     steps: &'a StepTable,
     metrics: &'a View,
     preds: &'a View,
@@ -166,15 +174,25 @@ impl Plan<'_> {
     fn last_layer(&self, g: &Group) -> usize {
         last_layer(&self.net.network, g)
     }
+    /// The moment of the timeline group `gi`'s forward runs at; the loss runs at `groups`.
+    fn forward_at(&self, gi: usize) -> usize {
+        gi
+    }
+    fn backward_at(&self, gi: usize) -> usize {
+        2 * self.groups.len() - gi
+    }
     fn t(&self, name: &str) -> View {
         if name == "x" {
             View::whole(&self.acts.x)
         } else {
-            View::whole(self.acts.get(name))
+            self.uses.touch(name);
+            self.acts.get(name)
         }
     }
     fn dt(&self, name: &str) -> View {
-        View::whole(self.acts.get(&format!("d_{name}")))
+        let d = format!("d_{name}");
+        self.uses.touch(&d);
+        self.acts.get(&d)
     }
 }
 
@@ -198,10 +216,15 @@ impl Schedule {
         let b = batch;
         let slack = (crate::kernels::UNIFORM_SLACK_BYTES / 4) as usize;
         // Tensor names: the input "x", then each group's output named after its last layer
-        // (a Flatten's output is its input's buffer). Buffers read through uniform windows get
+        // (a Flatten's output is its input's buffer). Tensors read through uniform windows get
         // room for a full last window; a pool's input and the logits are read as storage only.
-        let mut tensors: Vec<(String, wgpu::Buffer)> = Vec::new();
-        let mut grads: Vec<(String, wgpu::Buffer)> = Vec::new();
+        // Group gi's forward runs at moment gi, the loss at G, its backward at 2G - gi.
+        let count = groups.len();
+        let mut lives: Vec<Lifetime> = Vec::new();
+        let mut live = |name: &str, words: usize, at: usize| match lives.iter_mut().find(|t| t.name == name) {
+            Some(t) => (t.words, t.first, t.last) = (t.words.max(words), t.first.min(at), t.last.max(at)),
+            None => lives.push(Lifetime { name: name.to_string(), words, first: at, last: at }),
+        };
         let x = gpu.storage("x", b * net.network.input.len() + slack);
         let mut inputs: Vec<String> = Vec::new(); // the input tensor of each group
         let mut current = "x".to_string();
@@ -210,26 +233,52 @@ impl Schedule {
             if let Group::Flatten = g {
                 continue;
             }
+            let (fwd, bwd) = (gi, 2 * count - gi);
             let l = &layers[last_layer(&net.network, g)];
             let len = b * l.output.len();
             let feeds_pool = matches!(groups.get(gi + 1), Some(Group::Pool { .. }));
-            let is_logits = gi + 1 == groups.len();
+            let is_logits = gi + 1 == count;
             let extra = if feeds_pool || is_logits { 0 } else { slack };
-            tensors.push((l.name.clone(), gpu.storage(&l.name, len + extra)));
+            if current != "x" {
+                // Read by this group's forward and by its backward (weight grads, masks), whose
+                // input grad it writes.
+                live(&current, 0, fwd);
+                live(&current, 0, bwd);
+                live(&format!("d_{current}"), 0, bwd);
+            }
+            live(&l.name, len + extra, fwd);
             if let Group::ConvPooled { .. } | Group::Pool { .. } = g {
                 let n = format!("{}.argmax", l.name);
-                tensors.push((n.clone(), gpu.storage(&n, len + slack)));
+                live(&n, len + slack, fwd);
+                live(&n, 0, bwd);
             }
+            // Read by this group's backward; written by the next group's (or the loss).
             let d = format!("d_{}", l.name);
-            grads.push((d.clone(), gpu.storage(&d, len + slack)));
+            live(&d, len + slack, if is_logits { count } else { bwd });
+            live(&d, 0, bwd);
             current = l.name.clone();
         }
         let names = inputs;
         let logits_name = current;
-        tensors.extend(grads);
+        live(&logits_name, 0, count);
+        live(&logits_name, 0, 2 * count + 1);
+        let (of_tensor, buffer_words) = memory::assign(&lives);
+        let buffers: Vec<wgpu::Buffer> = (0..buffer_words.len())
+            .map(|j| {
+                let held: Vec<&str> =
+                    lives.iter().zip(&of_tensor).filter(|(_, &o)| o == j).map(|(t, _)| t.name.as_str()).collect();
+                gpu.storage(&held.join(" | "), buffer_words[j])
+            })
+            .collect();
+        let tensors: Vec<(String, View)> = lives
+            .iter()
+            .zip(&of_tensor)
+            .map(|(t, &j)| (t.name.clone(), View { buffer: buffers[j].clone(), offset: 0, len: t.words.max(1) }))
+            .collect();
+        let memory = Memory::of(&lives, &buffer_words);
         let labels = gpu.storage("labels", b);
-        let acts =
-            Activations { x: x.clone(), labels: labels.clone(), logits: find(&tensors, &logits_name).clone(), tensors };
+        let logits = find(&tensors, &logits_name).buffer.clone();
+        let acts = Activations { x: x.clone(), labels: labels.clone(), logits, tensors };
 
         let last_fc = layers.iter().rev().find(|l| matches!(l.op, Op::Linear { .. })).expect("a Linear layer");
         let unused = net.w(&format!("{}.bias", last_fc.name));
@@ -243,6 +292,7 @@ impl Schedule {
             logits: logits_name,
             acts,
             unused,
+            uses: Uses::default(),
             steps,
             metrics,
             preds,
@@ -252,6 +302,7 @@ impl Schedule {
         let fwd = forward::stages(&plan);
         let (backward, mut scratch) = backward::stages(&plan, &fwd.saved);
         scratch.extend(fwd.saved.into_iter().map(|(_, b)| b));
+        plan.uses.check(&lives);
         Schedule {
             batch,
             acts: plan.acts,
@@ -260,6 +311,7 @@ impl Schedule {
             eval_forward: fwd.eval,
             backward,
             outputs: fwd.outputs,
+            memory,
             _scratch: scratch,
         }
     }
@@ -284,6 +336,15 @@ impl Schedule {
         }
     }
 
+    /// GPU bytes of the step's buffers beside the network's own: the batch, every activation
+    /// and gradient (shared where lifetimes allow), and the kernels' scratch.
+    pub fn bytes(&self) -> u64 {
+        self.acts.x.size() + self.acts.labels.size() + self.memory.shared_bytes + self.scratch_bytes()
+    }
+    pub fn scratch_bytes(&self) -> u64 {
+        self._scratch.iter().map(|b| b.size()).sum()
+    }
+
     /// Dispatches per training step.
     pub fn dispatches_per_step(&self) -> usize {
         self.prepare.is_some() as usize
@@ -291,7 +352,7 @@ impl Schedule {
     }
 }
 
-fn find<'a>(tensors: &'a [(String, wgpu::Buffer)], name: &str) -> &'a wgpu::Buffer {
+fn find<'a>(tensors: &'a [(String, View)], name: &str) -> &'a View {
     &tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tensor named {name}")).1
 }
 
