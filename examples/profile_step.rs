@@ -13,12 +13,12 @@ fn main() {
     // PROFILE_MODEL=lenet5-bn: the BatchNorm network; lenet5 by default.
     let model = std::env::var("PROFILE_MODEL").unwrap_or("lenet5".into());
     let network = <gpu_lenet::nn::Model as clap::ValueEnum>::from_str(&model, false).unwrap().network(cin);
-    let k = NetKernels::new(&gpu, &network);
+    let k = NetKernels::new(&gpu, &network, Default::default());
     let net = Net::new(&gpu, network);
-    let table = StepTable::sequential(&gpu, 1, batch);
+    let table = StepTable::sequential(&gpu, 1, batch, 0.01, 0.9);
     let metrics = gpu.storage("m", METRICS_WORDS);
     let preds = gpu.storage("p", batch);
-    let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), 0.01, 0.9);
+    let s = Schedule::new(&gpu, &k, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds));
     // Every dispatch of a step, with its stage's name.
     let dispatches: Vec<_> = s
         .forward

@@ -3,6 +3,10 @@
 // Images smaller than the network's 32x32 (Fashion-MNIST's 28x28) are padded with raw value 0
 // before normalisation. The batch's samples are perm[start .. start + batch], `start` coming
 // from the step table, so consecutive steps need no writes from the CPU.
+// With CROP or FLIP (training only) each sample is augmented as torchvision's RandomCrop(32,
+// padding=CROP) then RandomHorizontalFlip: the 32x32 image (after PAD) padded with raw 0 and a
+// window at (dy, dx) in 0..=2*CROP taken, then mirrored, the choices drawn from a hash of
+// (seed, epoch, sample) (src/data/augment.rs holds the same generator).
 // The data set may span up to four buffers (the binding-size limit is 128 MiB on some
 // adapters, CIFAR-10's training set is 146.5 MiB); each holds `per_chunk` whole images.
 
@@ -16,9 +20,11 @@ override DST: u32;
 override PER_CHUNK: u32;     // whole images per buffer
 override CHUNKS: u32;        // buffers in use (1 to 4)
 override RECORD_WORDS: u32 = CHANNELS * SRC_H * SRC_W / 4u;
+override CROP: u32 = 0u;
+override FLIP: bool = false;
 
-struct Params { total: u32, _p0: u32, _p1: u32, _p2: u32 }
-struct Step { step: u32, start: u32, _p0: u32, _p1: u32 }
+struct Params { total: u32, seed_lo: u32, seed_hi: u32, _p0: u32 }
+struct Step { step: u32, start: u32, lr: f32, momentum: f32, epoch: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> st: Step;
@@ -43,6 +49,47 @@ fn load_word(chunk: u32, i: u32) -> u32 {
     return w;
 }
 
+fn mix32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    return x ^ (x >> 16u);
+}
+
+fn draw(sample: u32, k: u32) -> u32 {
+    let key = mix32(p.seed_lo ^ mix32(p.seed_hi));
+    return mix32(mix32(mix32(key ^ st.epoch) ^ sample) ^ k);
+}
+
+// The augmented path: each output's byte found on its own (crop offsets and flips leave no
+// alignment to exploit), loaded at a clamped address and kept or replaced by padding.
+fn augmented(i0: u32, c: u32, y: u32, x0: u32, sample: u32, chunk: u32, image: u32) {
+    let span = 2u * CROP + 1u;
+    var dy = 0u;
+    var dx = 0u;
+    if (CROP > 0u) {
+        dy = draw(sample, 0u) % span;
+        dx = draw(sample, 1u) % span;
+    }
+    let flip = FLIP && (draw(sample, 2u) & 1u) == 1u;
+    let sy = i32(y) + i32(dy) - i32(CROP) - i32(PAD);
+    for (var qi = 0u; qi < QUADS; qi++) {
+        var out: vec4<f32>;
+        for (var j = 0u; j < 4u; j++) {
+            var fx = i32(x0 + 4u * qi + j);
+            if (flip) { fx = i32(DST) - 1 - fx; }
+            let sx = fx + i32(dx) - i32(CROP) - i32(PAD);
+            let inside = sy >= 0 && sy < i32(SRC_H) && sx >= 0 && sx < i32(SRC_W);
+            let byte = (c * SRC_H + u32(clamp(sy, 0, i32(SRC_H) - 1))) * SRC_W + u32(clamp(sx, 0, i32(SRC_W) - 1));
+            let raw = select(0u, (load_word(chunk, image + byte / 4u) >> ((byte % 4u) * 8u)) & 0xffu, inside);
+            out[j] = (f32(raw) / 255.0 - 0.5) / 0.5;
+        }
+        x[i0 / 4u + qi] = out;
+    }
+}
+
 // One invocation writes QUADS runs of 4 horizontally adjacent outputs (DST is a multiple of
 // 4 * QUADS), each as one vec4 from the one or two 32-bit words of the image that hold its
 // bytes, loaded unconditionally at clamped addresses: on llvmpipe every storage access is a loop
@@ -64,6 +111,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let sample = perm[st.start + b];
     let chunk = sample / PER_CHUNK;
     let image = (sample % PER_CHUNK) * RECORD_WORDS;
+    if (CROP > 0u || FLIP) {
+        augmented(i0, c, y, (r % plane) % DST, sample, chunk, image);
+        if (r == 0u) { labels[b] = labels_all[sample]; }
+        return;
+    }
     let row_ok = y >= PAD && y < PAD + SRC_H;
     let row_byte = (c * SRC_H + select(0u, y - PAD, row_ok)) * SRC_W;
     for (var qi = 0u; qi < QUADS; qi++) {

@@ -1,12 +1,15 @@
-// softmax_cross_entropy: the batch-mean cross-entropy of logits [B, C] against labels [B].
-// Writes the logit grads (softmax - onehot) / B and, into row `step` of the metrics buffer,
+// softmax_cross_entropy: the batch-mean cross-entropy of logits [B, C] against labels [B],
+// with PyTorch's label smoothing SMOOTHING = e (target (1 - e) onehot + e / C; 0: plain).
+// Writes the logit grads (softmax - target) / B and, into row `step` of the metrics buffer,
 // [summed loss, correct count, batch size, non-finite flag], and each row's predicted class
 // (first maximum) at preds[start + row], for per-class accuracy at the end of an evaluation. Stable: every exp is of
 // (logit - row max) <= 0. One workgroup; rows are strided over its 64 lanes and the per-lane
 // sums are reduced in a fixed tree order, so the metrics are reproducible bit for bit.
 
 struct Params { batch: u32, classes: u32, _p0: u32, _p1: u32 }
-struct Step { step: u32, start: u32, _p0: u32, _p1: u32 }
+struct Step { step: u32, start: u32, lr: f32, momentum: f32, epoch: u32, _p0: u32, _p1: u32, _p2: u32 }
+
+override SMOOTHING: f32 = 0.0;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> st: Step;
@@ -44,7 +47,14 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             s += exp(logits[base + c] - mx);
         }
         let label = labels[r];
-        let row_loss = log(s) - (logits[base + label] - mx);
+        var row_loss = log(s) - (logits[base + label] - mx);
+        if (SMOOTHING != 0.0) {
+            // e / C * sum_k -log p_k = e / C * (C log s - sum_k (l_k - mx)).
+            var shifted = 0.0;
+            for (var c = 0u; c < p.classes; c++) { shifted += logits[base + c] - mx; }
+            let all = f32(p.classes) * log(s) - shifted;
+            row_loss = (1.0 - SMOOTHING) * row_loss + SMOOTHING / f32(p.classes) * all;
+        }
         loss += row_loss;
         if (arg == label) { correct += 1u; }
         preds[st.start + r] = arg;
@@ -52,7 +62,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let inv_s = 1.0 / s;
         for (var c = 0u; c < p.classes; c++) {
             var g = exp(logits[base + c] - mx) * inv_s;
-            if (c == label) { g -= 1.0; }
+            if (SMOOTHING != 0.0) { g -= SMOOTHING / f32(p.classes); }
+            if (c == label) { g -= 1.0 - SMOOTHING; }
             dlogits[base + c] = g * inv_b;
         }
     }

@@ -1,10 +1,11 @@
 //! The `gpu-lenet` command line.
 
 use clap::{Args, Parser, Subcommand};
+use gpu_lenet::data::augment::Augment;
 use gpu_lenet::data::{self, DataOptions, DatasetKind};
 use gpu_lenet::gpu::{self, AdapterChoice, Gpu};
 use gpu_lenet::nn::Model;
-use gpu_lenet::train::{self, Recorded, TrainConfig};
+use gpu_lenet::train::{self, LrSchedule, Recipe, Recorded, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -85,6 +86,24 @@ enum Command {
         /// With --resume: continue even if the flags' hyperparameters differ from the checkpoint's.
         #[arg(long, requires = "resume")]
         allow_changed_hyperparameters: bool,
+        /// Weight decay, as torch.optim.SGD's (g += wd * w on every parameter) [default: 0].
+        #[arg(long)]
+        weight_decay: Option<f32>,
+        /// Nesterov momentum, as torch.optim.SGD's (w -= lr * (g + momentum * v)).
+        #[arg(long)]
+        nesterov: bool,
+        /// Label smoothing of the cross-entropy, as nn.CrossEntropyLoss(label_smoothing=E) [default: 0].
+        #[arg(long, value_name = "E")]
+        label_smoothing: Option<f32>,
+        /// Learning-rate schedule, each PyTorch's namesake: constant, step:S:G (StepLR), multistep:M1,M2,...:G
+        /// (MultiStepLR), cosine (CosineAnnealingLR, T_max = epochs), onecycle (OneCycleLR, max_lr = --lr, per
+        /// batch, cycling the momentum 0.95-0.85) [default: constant].
+        #[arg(long, value_parser = LrSchedule::parse)]
+        lr_schedule: Option<LrSchedule>,
+        /// Training-set augmentation on the GPU: none, crop:P (RandomCrop(32, padding=P)), flip
+        /// (RandomHorizontalFlip), or both: crop:4,flip [default: none].
+        #[arg(long, value_parser = Augment::parse)]
+        augment: Option<Augment>,
     },
     /// Evaluate a checkpoint on the test split: loss, accuracy, per-class accuracy.
     Eval {
@@ -185,6 +204,11 @@ fn run(cli: Cli) -> Result<(), String> {
             checkpoint_dir,
             resume,
             allow_changed_hyperparameters,
+            weight_decay,
+            nesterov,
+            label_smoothing,
+            lr_schedule,
+            augment,
         } => {
             // With --resume, what the flags leave out comes from the checkpoint.
             let recorded = match &resume {
@@ -215,6 +239,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 checkpoint_dir,
                 resume,
                 allow_changed_hyperparameters,
+                recipe: {
+                    let r = recorded.recipe();
+                    Recipe {
+                        weight_decay: weight_decay.unwrap_or(r.weight_decay),
+                        nesterov: nesterov || r.nesterov,
+                        label_smoothing: label_smoothing.unwrap_or(r.label_smoothing),
+                        lr_schedule: lr_schedule.unwrap_or(r.lr_schedule),
+                        augment: augment.unwrap_or(r.augment),
+                    }
+                },
             };
             install_interrupt_handler();
             // Cheap checks first: no data loading or GPU start-up for a bad flag.

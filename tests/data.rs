@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 
+use gpu_lenet::data::augment::{self, Augment};
 use gpu_lenet::data::{cifar, fashion, synthetic, Dataset, Split};
 use gpu_lenet::kernels::prepare_batch::{self, GpuSplit, PrepareBatch};
 use gpu_lenet::kernels::{StepInfo, StepTable, View};
@@ -164,6 +165,19 @@ fn synthetic_set_is_seeded_and_balanced() {
 /// The GPU gather/convert/normalise against the CPU reference, through a permutation, with the
 /// data set split over up to four buffers and a partial last batch.
 fn check_prepare(ds: &Dataset, split: &Split, batch: usize, chunk_limit: usize) {
+    check_prepare_augmented(ds, split, batch, chunk_limit, Augment::default(), 0, 0);
+}
+
+/// The same with augmentation, for the run seed `seed` in epoch `epoch`.
+fn check_prepare_augmented(
+    ds: &Dataset,
+    split: &Split,
+    batch: usize,
+    chunk_limit: usize,
+    augment: Augment,
+    seed: u64,
+    epoch: u32,
+) {
     let g = gpu();
     let gs = GpuSplit::upload_with_limit(g, ds, split, "test", chunk_limit).unwrap();
     let n = split.len();
@@ -171,23 +185,26 @@ fn check_prepare(ds: &Dataset, split: &Split, batch: usize, chunk_limit: usize) 
     let perm = r.permutation(n);
     let permb = upload(&perm);
     let starts: Vec<usize> = (0..n).step_by(batch).collect();
-    let rows: Vec<StepInfo> =
-        starts.iter().enumerate().map(|(i, &s)| StepInfo { step: i as u32, start: s as u32, _pad: [0; 2] }).collect();
+    let rows: Vec<StepInfo> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| StepInfo { step: i as u32, start: s as u32, epoch, ..Default::default() })
+        .collect();
     let table = StepTable::new(g, &rows);
-    let k = PrepareBatch::new(g, &gs);
+    let k = PrepareBatch::augmented(g, &gs, augment);
     for (i, &start) in starts.iter().enumerate() {
         let b = batch.min(n - start);
         let xb = out(b * ds.channels * 32 * 32);
         let lb = out(b);
-        let d = k.bind(g, &gs, &View::whole(&permb), &table, b, &View::whole(&xb), &View::whole(&lb));
+        let d = k.bind(g, &gs, &View::whole(&permb), &table, b, seed, &View::whole(&xb), &View::whole(&lb));
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             d.record(&mut pass, table.offset(i));
         }
         g.queue.submit([enc.finish()]);
-        let (x, labels) = prepare_batch::reference(ds, split, &perm, start, b);
-        assert_eq!(read(&xb), x, "batch {i} (start {start}, {b} images): pixels");
+        let (x, labels) = prepare_batch::reference_augmented(ds, split, &perm, start, b, augment, seed, epoch);
+        assert_eq!(read(&xb), x, "{augment} seed {seed} epoch {epoch}: batch {i} (start {start}, {b} images): pixels");
         assert_eq!(read_u32(&lb), labels, "batch {i}: labels");
     }
 }
@@ -222,4 +239,79 @@ fn a_data_set_too_large_for_four_buffers_is_refused() {
     let ds = synthetic::generate(1, 50, 5);
     let e = GpuSplit::upload_with_limit(g, &ds, &ds.train, "training set", 10 * 3072).unwrap_err();
     assert!(e.contains("training set") && e.contains("50 images"), "{e}");
+}
+
+#[test]
+fn augmented_batches_match_the_reference_on_the_gpu() {
+    let ds = synthetic::generate(3, 37, 5);
+    let crop_flip = Augment { crop: 4, flip: true };
+    check_prepare_augmented(&ds, &ds.train, 16, 1 << 30, crop_flip, 11, 0);
+    check_prepare_augmented(&ds, &ds.train, 1, 10 * 3072, crop_flip, 11, 3); // four buffers, batch 1
+    check_prepare_augmented(&ds, &ds.train, 13, 12 * 3072, Augment { crop: 1, flip: false }, 5, 2);
+    check_prepare_augmented(&ds, &ds.train, 7, 1 << 30, Augment { crop: 0, flip: true }, 5, 1);
+    check_prepare_augmented(&ds, &ds.train, 9, 1 << 30, Augment { crop: augment::MAX_CROP, flip: true }, 1, 0);
+    check_prepare_augmented(&ds, &ds.train, 5, 1 << 30, crop_flip, u64::MAX - 3, 9);
+    // both seed halves
+}
+
+#[test]
+fn augmented_fashion_images_are_padded_to_32_then_cropped() {
+    let d = temp_dir("fashion-augment");
+    write_fashion(&d, false);
+    let ds = fashion::load(&d).unwrap();
+    check_prepare_augmented(&ds, &ds.train, 4, 1 << 30, Augment { crop: 4, flip: true }, 3, 1);
+    check_prepare_augmented(&ds, &ds.train, 2, 3 * 784, Augment { crop: 2, flip: false }, 3, 4);
+}
+
+/// torchvision's order written out plainly: pad the 32x32 image with P zeros, take the window
+/// at (dy, dx), flip it; the reference must give exactly that for every choice it draws.
+#[test]
+fn the_reference_is_pad_then_crop_then_flip() {
+    for (ds, seed) in [(synthetic::generate(4, 40, 1), 1u64), (fashion_set(), 2)] {
+        let a = Augment { crop: 4, flip: true };
+        let (c, n) = (ds.channels, ds.train.len());
+        let perm: Vec<u32> = (0..n as u32).collect();
+        let (plain, _) = prepare_batch::reference(&ds, &ds.train, &perm, 0, n);
+        let (aug, _) = prepare_batch::reference_augmented(&ds, &ds.train, &perm, 0, n, a, seed, 6);
+        let mut corners = std::collections::HashSet::new();
+        for s in 0..n {
+            let (dy, dx, flip) = augment::choices(a, seed, 6, s as u32);
+            corners.insert((dy, dx));
+            let p = a.crop as usize;
+            for ch in 0..c {
+                let img = &plain[(s * c + ch) * 1024..(s * c + ch + 1) * 1024];
+                // The padded image, 40x40, with -1 (raw 0) around.
+                let mut padded = vec![-1f32; (32 + 2 * p) * (32 + 2 * p)];
+                for y in 0..32 {
+                    for x in 0..32 {
+                        padded[(y + p) * (32 + 2 * p) + x + p] = img[y * 32 + x];
+                    }
+                }
+                for y in 0..32 {
+                    for x in 0..32 {
+                        let src_x = if flip { 31 - x } else { x };
+                        let want = padded[(y + dy as usize) * (32 + 2 * p) + src_x + dx as usize];
+                        let got = aug[(s * c + ch) * 1024 + y * 32 + x];
+                        assert_eq!(got, want, "sample {s} channel {ch} ({y}, {x}), offset ({dy}, {dx}) flip {flip}");
+                    }
+                }
+            }
+        }
+        assert!(corners.len() * 2 > n, "{n} samples drew only the offsets {corners:?}");
+    }
+    // The extreme offsets: the window flush with each edge of the padded image.
+    let ds = synthetic::generate(4, 1, 1);
+    let a = Augment { crop: 4, flip: false };
+    let seed = (0..10_000u64).find(|&s| augment::choices(a, s, 0, 0) == (0, 8, false)).expect("a seed giving (0, 8)");
+    let (x, _) = prepare_batch::reference_augmented(&ds, &ds.train, &[0], 0, 1, a, seed, 0);
+    let (plain, _) = prepare_batch::reference(&ds, &ds.train, &[0], 0, 1);
+    assert!(x[..4 * 32].iter().all(|&v| v == -1.0), "top 4 rows are padding");
+    assert_eq!(x[4 * 32], plain[4], "row 4 starts at source column 4");
+    assert!((0..32).all(|y| x[y * 32 + 28..y * 32 + 32].iter().all(|&v| v == -1.0)), "right 4 columns are padding");
+}
+
+fn fashion_set() -> Dataset {
+    let d = temp_dir("fashion-augment-ref");
+    write_fashion(&d, false);
+    fashion::load(&d).unwrap()
 }

@@ -129,14 +129,14 @@ fn gemm_and_bias_grad_references_match_finite_differences() {
 
 #[test]
 fn softmax_cross_entropy_reference_matches_finite_differences() {
-    for scale in [1.0f32, 20.0] {
+    for (scale, e) in [(1.0f32, 0.0f32), (20.0, 0.0), (1.0, 0.1), (20.0, 0.3)] {
         let (batch, classes) = (6, 10);
         let mut rng = Rng(11);
         let mut logits = rng.vec(batch * classes, -scale, scale);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes as u32)).collect();
-        let (grad, _, _) = softmax_cross_entropy::reference(batch, classes, &logits, &labels);
-        check("softmax-CE dlogits", &mut logits, &grad, 1e-3, 1e-3, 60, &|l| {
-            softmax_cross_entropy::reference(batch, classes, l, &labels).1 / batch as f64
+        let (grad, _, _) = softmax_cross_entropy::reference_smoothed(batch, classes, e, &logits, &labels);
+        check(&format!("softmax-CE dlogits, label smoothing {e}"), &mut logits, &grad, 1e-3, 1e-3, 60, &|l| {
+            softmax_cross_entropy::reference_smoothed(batch, classes, e, l, &labels).1 / batch as f64
         });
     }
 }

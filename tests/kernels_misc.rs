@@ -10,7 +10,7 @@ use kernel_helpers::*;
 use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
 use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
 use gpu_lenet::kernels::relu::{self, Relu};
-use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum};
+use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum, SgdOptions};
 use gpu_lenet::kernels::softmax_cross_entropy::{self, SoftmaxCrossEntropy, METRICS_WORDS};
 use gpu_lenet::kernels::{run_all, tolerance, StepTable};
 
@@ -120,9 +120,15 @@ fn relu_forward_and_backward_match_reference() {
 
 #[test]
 fn softmax_cross_entropy_matches_reference_including_large_logits() {
+    for smoothing in [0.0f32, 0.1, 1.0] {
+        softmax_case(smoothing);
+    }
+}
+
+fn softmax_case(smoothing: f32) {
     let g = gpu();
-    let k = SoftmaxCrossEntropy::new(g);
-    let table = StepTable::sequential(g, 3, 0);
+    let k = SoftmaxCrossEntropy::new(g, smoothing);
+    let table = StepTable::sequential(g, 3, 0, 0.0, 0.0);
     for (batch, classes) in [(64, 10), (1, 10), (100, 10), (13, 7), (129, 3)] {
         for seed in SEEDS {
             for scale in [1.0f32, 80.0] {
@@ -140,8 +146,12 @@ fn softmax_cross_entropy_matches_reference_including_large_logits() {
                     d.record(&mut pass, table.offset(2));
                 }
                 g.queue.submit([enc.finish()]);
-                let (grad, loss, correct) = softmax_cross_entropy::reference(batch, classes, &logits, &labels);
-                let what = format!("softmax_cross_entropy batch={batch} classes={classes} scale={scale} seed={seed}");
+                let (grad, loss, correct) =
+                    softmax_cross_entropy::reference_smoothed(batch, classes, smoothing, &logits, &labels);
+                let what = format!(
+                    "softmax_cross_entropy label_smoothing={smoothing} batch={batch} classes={classes} scale={scale} \
+                        seed={seed}"
+                );
                 assert_close(&what, &read(&gb), &grad, tolerance(classes));
                 let m = read(&mb);
                 assert!(m[..8].iter().all(|&x| x == 0.0), "{what}: rows 0 and 1 untouched");
@@ -161,8 +171,8 @@ fn softmax_cross_entropy_matches_reference_including_large_logits() {
 #[test]
 fn softmax_cross_entropy_flags_non_finite_logits() {
     let g = gpu();
-    let k = SoftmaxCrossEntropy::new(g);
-    let table = StepTable::sequential(g, 1, 0);
+    let k = SoftmaxCrossEntropy::new(g, 0.0);
+    let table = StepTable::sequential(g, 1, 0, 0.0, 0.0);
     let mut logits = Rng(9).vec(4 * 10, -1.0, 1.0);
     logits[17] = f32::NAN;
     let (lb, yb, gb, mb) = (upload(&logits), upload(&[0u32, 1, 2, 3]), out(40), out(METRICS_WORDS));
@@ -174,20 +184,41 @@ fn softmax_cross_entropy_flags_non_finite_logits() {
 #[test]
 fn sgd_momentum_matches_reference_over_several_steps() {
     let g = gpu();
-    let k = SgdMomentum::new(g);
-    // Lengths that are not a multiple of 4 take the scalar kernel, the others the vec4 one.
-    for n in [1usize, 4, 62_006, 62_008, 62_006 + 64 * 9 + 3] {
-        let mut r = Rng(n as u64);
-        let mut w = r.vec(n, -1.0, 1.0);
-        let mut vel = vec![0f32; n];
-        let (wb, vb) = (upload(&w), upload(&vel));
-        for step in 0..3 {
-            let grad = r.vec(n, -1.0, 1.0);
-            let gb = upload(&grad);
-            k.bind(g, 0.01, 0.9, &v(&gb), &v(&wb), &v(&vb)).run(g);
-            sgd_momentum::reference(0.01, 0.9, &grad, &mut w, &mut vel);
-            assert_close(&format!("sgd weights n={n} step={step}"), &g.read_f32(&wb, n), &w, 1e-6);
-            assert_close(&format!("sgd momentum n={n} step={step}"), &g.read_f32(&vb, n), &vel, 1e-6);
+    // Each step its own lr and momentum from the step table, as a schedule writes them.
+    let rates = [(0.01f32, 0.9f32), (0.02, 0.85), (0.005, 0.95)];
+    let mut rows = StepTable::sequential_rows(3, 0, 0.0, 0.0);
+    for (r, &(lr, m)) in rows.iter_mut().zip(&rates) {
+        (r.lr, r.momentum) = (lr, m);
+    }
+    let table = StepTable::new(g, &rows);
+    for opts in [
+        SgdOptions::default(),
+        SgdOptions { weight_decay: 5e-4, nesterov: false },
+        SgdOptions { weight_decay: 0.0, nesterov: true },
+        SgdOptions { weight_decay: 1e-2, nesterov: true },
+    ] {
+        let k = SgdMomentum::new(g, opts);
+        // Lengths that are not a multiple of 4 take the scalar kernel, the others the vec4 one.
+        for n in [1usize, 4, 62_006, 62_008, 62_006 + 64 * 9 + 3] {
+            let mut r = Rng(n as u64);
+            let mut w = r.vec(n, -1.0, 1.0);
+            let mut vel = vec![0f32; n];
+            let (wb, vb) = (upload(&w), upload(&vel));
+            for (step, &(lr, momentum)) in rates.iter().enumerate() {
+                let grad = r.vec(n, -1.0, 1.0);
+                let gb = upload(&grad);
+                let d = k.bind(g, &table, &v(&gb), &v(&wb), &v(&vb));
+                let mut enc = g.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    d.record(&mut pass, table.offset(step));
+                }
+                g.queue.submit([enc.finish()]);
+                sgd_momentum::reference(lr, momentum, opts, &grad, &mut w, &mut vel);
+                let what = format!("sgd {opts:?} n={n} step={step}");
+                assert_close(&format!("{what}: weights"), &g.read_f32(&wb, n), &w, 1e-6);
+                assert_close(&format!("{what}: momentum"), &g.read_f32(&vb, n), &vel, 1e-6);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use common::*;
 use gpu_lenet::checkpoint;
 use gpu_lenet::data::{self, DataOptions, DatasetKind};
 use gpu_lenet::kernels::softmax_cross_entropy::METRICS_WORDS;
-use gpu_lenet::train::Engine;
+use gpu_lenet::train::{Engine, Setup};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,7 @@ fn dataset() -> data::Dataset {
 
 fn engine(g: &'static gpu_lenet::gpu::Gpu) -> Engine<'static> {
     let init = checkpoint::load(&fixture("init.safetensors"), g.storage_alignment()).unwrap();
-    let e = Engine::new(g, dataset(), gpu_lenet::nn::Model::Lenet5, 64, 0.001, 0.9, true).unwrap();
+    let e = Engine::new(g, dataset(), gpu_lenet::nn::Model::Lenet5, 64, &Setup::constant(0.001, 0.9), true).unwrap();
     assert_eq!(init.arena, e.net.arena);
     e.upload_weights(&init.weights, None);
     e

@@ -17,7 +17,7 @@ use gpu_lenet::checkpoint;
 use gpu_lenet::data::{self, DataOptions, DatasetKind};
 use gpu_lenet::kernels::softmax_cross_entropy::METRICS_WORDS;
 use gpu_lenet::nn::Model;
-use gpu_lenet::train::Engine;
+use gpu_lenet::train::{Engine, Setup};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
@@ -41,7 +41,7 @@ fn engine(g: &'static gpu_lenet::gpu::Gpu) -> Engine<'static> {
             .unwrap();
     let init = checkpoint::load(&fixture("bn_init.safetensors"), g.storage_alignment()).unwrap();
     assert_eq!(init.model, Model::Lenet5Bn, "a PyTorch export without metadata, known by its bn1.* tensors");
-    let e = Engine::new(g, ds, Model::Lenet5Bn, 64, 0.01, 0.9, true).unwrap();
+    let e = Engine::new(g, ds, Model::Lenet5Bn, 64, &Setup::constant(0.01, 0.9), true).unwrap();
     assert_eq!(init.arena, e.net.arena);
     e.upload_weights(&init.weights, None);
     e.net.upload_state(g, &init.state);

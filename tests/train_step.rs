@@ -1,21 +1,28 @@
 //! One complete training step (forward, loss, backward, SGD with momentum) of LeNet-5 and of
 //! LeNet-5-BN on the GPU against the CPU reference (the interpreter of the network's
 //! description) from the same weights and batch: every parameter after the step, the momentum,
-//! the running statistics and the loss. Two steps, so the momentum term is exercised too.
+//! the running statistics and the loss. Two steps, so the momentum term is exercised too; each
+//! step at its own lr and momentum from the step table, and with the recipe's weight decay,
+//! Nesterov and label smoothing.
 
 mod common;
 use common::*;
 
+use gpu_lenet::kernels::sgd_momentum::SgdOptions;
 use gpu_lenet::kernels::softmax_cross_entropy::METRICS_WORDS;
 use gpu_lenet::kernels::{tolerance, StepTable, View};
 use gpu_lenet::model::{Net, NetKernels, Schedule};
-use gpu_lenet::nn::{reference, Model};
+use gpu_lenet::nn::{reference, Model, StepRule};
 use gpu_lenet::train::{init_state, init_weights};
 
 fn run_case(model: Model, in_channels: usize, batch: usize, seed: u64) {
+    run_with(model, in_channels, batch, seed, StepRule::default());
+}
+
+fn run_with(model: Model, in_channels: usize, batch: usize, seed: u64, rule: StepRule) {
     let g = gpu();
     let network = model.network(in_channels);
-    let kernels = NetKernels::new(g, &network);
+    let kernels = NetKernels::new(g, &network, rule);
     let net = Net::new(g, network.clone());
     let arena = net.arena.clone();
     let mut rng = Rng(seed);
@@ -26,14 +33,19 @@ fn run_case(model: Model, in_channels: usize, batch: usize, seed: u64) {
     net.upload(g, &w, None);
     net.upload_state(g, &init_state(&net));
     let steps = 2;
-    let table = StepTable::sequential(g, steps, batch);
+    // A different lr and momentum per step, as a schedule writes them.
+    let rates = [(0.05f32, 0.9f32), (0.03, 0.8)];
+    let mut rows = StepTable::sequential_rows(steps, batch, 0.0, 0.0);
+    for (r, &(lr, m)) in rows.iter_mut().zip(&rates) {
+        (r.lr, r.momentum) = (lr, m);
+    }
+    let table = StepTable::new(g, &rows);
     let metrics = g.storage("metrics", steps * METRICS_WORDS);
-    let (lr, momentum) = (0.05f32, 0.9f32);
     let preds = g.storage("preds", steps * batch);
-    let sched =
-        Schedule::new(g, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
+    let sched = Schedule::new(g, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds));
 
     for step in 0..steps {
+        let (lr, momentum) = rates[step];
         let x = rng.vec(batch * in_channels * 32 * 32, -1.0, 1.0);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(10)).collect();
         g.queue.write_buffer(&sched.acts.x, 0, bytemuck::cast_slice(&x));
@@ -46,9 +58,10 @@ fn run_case(model: Model, in_channels: usize, batch: usize, seed: u64) {
         g.queue.submit([enc.finish()]);
 
         // The CPU step starts from the GPU's weights before this step (they agree to 1e-5).
-        let want =
-            reference::train_step(&network, &arena, &mut w, &mut vel, &mut state, &x, &labels, batch, lr, momentum);
-        let what = format!("{model:?} in_channels={in_channels} batch={batch} seed={seed} step={step}");
+        let want = reference::train_step(
+            &network, &arena, &mut w, &mut vel, &mut state, &x, &labels, batch, lr, momentum, rule,
+        );
+        let what = format!("{model:?} in_channels={in_channels} batch={batch} seed={seed} step={step} {rule:?}");
         assert_close(&format!("{what}: logits"), &read(&sched.acts.logits), &want.logits, tolerance(400));
         let got_grads = net.download_grads(g).unwrap();
         let got_w = net.download_weights(g).unwrap();
@@ -123,6 +136,15 @@ fn full_lenet5_bn_step_matches_cpu_reference() {
 fn full_training_step_matches_cpu_reference_partial_and_single_batches() {
     run_case(Model::Lenet5, 3, 1, 2);
     run_case(Model::Lenet5, 3, 13, 3);
+}
+
+#[test]
+fn weight_decay_nesterov_and_label_smoothing_match_the_cpu_reference() {
+    let rule = StepRule { label_smoothing: 0.1, sgd: SgdOptions { weight_decay: 5e-3, nesterov: true } };
+    run_with(Model::Lenet5, 3, 13, 8, rule);
+    run_with(Model::Lenet5Bn, 1, 7, 9, rule);
+    let decay_only = StepRule { label_smoothing: 0.0, sgd: SgdOptions { weight_decay: 1e-2, nesterov: false } };
+    run_with(Model::Lenet5, 3, 5, 10, decay_only);
 }
 
 #[test]

@@ -86,7 +86,7 @@ fn rel_error(got: &[f32], want: &[f32]) -> f64 {
 pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<Report, String> {
     let cin = 3;
     let network = model.network(cin);
-    let kernels = NetKernels::new(gpu, &network);
+    let kernels = NetKernels::new(gpu, &network, Default::default());
     check_batch_size(gpu, &network, &kernels, batch)?;
     network.check_training_batch(batch)?;
     let timestamps =
@@ -103,18 +103,18 @@ pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<
     let prep = PrepareBatch::new(gpu, &split);
     let perm: Vec<u32> = (0..(steps * batch) as u32).collect();
     let perm_buf = gpu.storage_from("bench permutation", &perm);
-    let table = StepTable::sequential(gpu, steps, batch);
+    let (lr, momentum) = (0.001, 0.9);
+    let table = StepTable::sequential(gpu, steps, batch, lr, momentum);
     let metrics = gpu.storage("bench metrics", steps * METRICS_WORDS);
     let preds = gpu.storage("bench predictions", steps * batch);
-    let (lr, momentum) = (0.001, 0.9);
-    let mut sched =
-        Schedule::new(gpu, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds), lr, momentum);
+    let mut sched = Schedule::new(gpu, &kernels, &net, batch, &table, &View::whole(&metrics), &View::whole(&preds));
     let prepare = prep.bind(
         gpu,
         &split,
         &View::whole(&perm_buf),
         &table,
         batch,
+        0,
         &View::whole(&sched.acts.x),
         &View::whole(&sched.acts.labels),
     );
@@ -179,7 +179,7 @@ pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<
     let sgd = sched.backward.last().expect("sgd stage");
     crate::kernels::run_all(gpu, &sgd.dispatches.iter().collect::<Vec<_>>());
     let (mut w_ref, mut v_ref) = (weights.clone(), vec![0f32; weights.len()]);
-    sgd_momentum::reference(lr, momentum, &grads, &mut w_ref, &mut v_ref);
+    sgd_momentum::reference(lr, momentum, Default::default(), &grads, &mut w_ref, &mut v_ref);
     errors.push(("sgd_momentum".into(), rel_error(&net.download_weights(gpu)?, &w_ref)));
 
     let ceilings = ceilings::measure(gpu, &kernels, &timer)?;

@@ -2,6 +2,7 @@
 //! built-in synthetic set. Every one ends up as raw u8 images plus labels; the GPU gathers,
 //! converts and normalises batches itself (see `prepare_batch`).
 
+pub mod augment;
 pub mod cifar;
 pub mod download;
 pub mod fashion;

@@ -2,6 +2,7 @@
 //! the epoch's permutation, pads, converts and normalises it. Also owns the upload of a split.
 
 use super::{grid_1d, Dispatch, Kernel, Slot, StepTable, View};
+use crate::data::augment::{self, Augment};
 use crate::data::{Dataset, Split};
 use crate::gpu::Gpu;
 use crate::model::IMAGE;
@@ -12,7 +13,9 @@ pub const MAX_CHUNKS: usize = 4;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {
     pub total: u32,
-    pub _pad: [u32; 3],
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub _pad: u32,
 }
 
 /// One split of a data set resident on the GPU.
@@ -91,7 +94,13 @@ pub struct PrepareBatch {
 }
 
 impl PrepareBatch {
+    /// Without augmentation (evaluation, tests of the plain gather).
     pub fn new(gpu: &Gpu, split: &GpuSplit) -> Self {
+        Self::augmented(gpu, split, Augment::default())
+    }
+
+    /// With `augment` applied to every sample (a training split).
+    pub fn augmented(gpu: &Gpu, split: &GpuSplit, augment: Augment) -> Self {
         let mut slots = vec![Slot::Uniform, Slot::UniformDynamic, Slot::Read, Slot::Read];
         slots.extend([Slot::Read; MAX_CHUNKS]);
         slots.extend([Slot::ReadWrite, Slot::ReadWrite]);
@@ -109,6 +118,8 @@ impl PrepareBatch {
                 ("DST", IMAGE as f64),
                 ("PER_CHUNK", split.per_chunk as f64),
                 ("CHUNKS", split.chunks.len() as f64),
+                ("CROP", augment.crop as f64),
+                ("FLIP", augment.flip as u8 as f64),
             ],
         );
         PrepareBatch { kernel, channels: split.channels, chunks: split.chunks.len() }
@@ -116,7 +127,7 @@ impl PrepareBatch {
 
     /// Gathers `batch` samples starting at the step table's `start` in `perm` into `x`
     /// ([batch, C, 32, 32], normalised) and `labels`. `split` must have the layout the pipeline
-    /// was built for.
+    /// was built for. The augmentation's choices are keyed on `seed`, the step's epoch and the sample.
     #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &self,
@@ -125,6 +136,7 @@ impl PrepareBatch {
         perm: &View,
         steps: &StepTable,
         batch: usize,
+        seed: u64,
         x: &View,
         labels: &View,
     ) -> Dispatch {
@@ -134,7 +146,10 @@ impl PrepareBatch {
             "prepare_batch built for another layout"
         );
         let total = batch * split.channels * IMAGE * IMAGE;
-        let params = gpu.uniform("prepare_batch params", &Params { total: total as u32, _pad: [0; 3] });
+        let params = gpu.uniform(
+            "prepare_batch params",
+            &Params { total: total as u32, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32, _pad: 0 },
+        );
         let chunk_views: Vec<View> =
             (0..MAX_CHUNKS).map(|c| View::whole(&split.chunks[c.min(split.chunks.len() - 1)])).collect();
         let lv = View::whole(&split.labels);
@@ -149,17 +164,38 @@ impl PrepareBatch {
 
 /// CPU reference: the normalised, padded batch and its labels for samples perm[start..start+batch].
 pub fn reference(ds: &Dataset, split: &Split, perm: &[u32], start: usize, batch: usize) -> (Vec<f32>, Vec<u32>) {
-    let (c, h, w, pad) = (ds.channels, ds.height, ds.width, ds.pad);
+    reference_augmented(ds, split, perm, start, batch, Augment::default(), 0, 0)
+}
+
+/// [`reference`] with `augment`'s crop and flip, drawn for (seed, epoch, sample).
+#[allow(clippy::too_many_arguments)]
+pub fn reference_augmented(
+    ds: &Dataset,
+    split: &Split,
+    perm: &[u32],
+    start: usize,
+    batch: usize,
+    augment: Augment,
+    seed: u64,
+    epoch: u32,
+) -> (Vec<f32>, Vec<u32>) {
+    let (c, h, w, pad) = (ds.channels, ds.height as i64, ds.width as i64, ds.pad as i64);
     let mut x = Vec::with_capacity(batch * c * IMAGE * IMAGE);
     let mut labels = Vec::with_capacity(batch);
     for b in 0..batch {
         let s = perm[start + b] as usize;
         let img = &split.images[s * ds.record()..(s + 1) * ds.record()];
-        for ch in 0..c {
-            for y in 0..IMAGE {
-                for xx in 0..IMAGE {
-                    let inside = y >= pad && xx >= pad && y < pad + h && xx < pad + w;
-                    let raw = if inside { img[(ch * h + y - pad) * w + xx - pad] } else { 0 };
+        let (dy, dx, flip) = augment::choices(augment, seed, epoch, s as u32);
+        let (dy, dx, crop) = (dy as i64, dx as i64, augment.crop as i64);
+        for ch in 0..c as i64 {
+            for y in 0..IMAGE as i64 {
+                for xx in 0..IMAGE as i64 {
+                    // The output pixel's column before the flip, then its place in the padded
+                    // 32x32 image the crop window sits in, then in the stored image.
+                    let fx = if flip { IMAGE as i64 - 1 - xx } else { xx };
+                    let (sy, sx) = (y + dy - crop - pad, fx + dx - crop - pad);
+                    let inside = sy >= 0 && sx >= 0 && sy < h && sx < w;
+                    let raw = if inside { img[((ch * h + sy) * w + sx) as usize] } else { 0 };
                     x.push((raw as f32 / 255.0 - 0.5) / 0.5);
                 }
             }

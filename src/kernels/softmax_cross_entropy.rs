@@ -1,5 +1,5 @@
-//! softmax_cross_entropy: fused, numerically stable softmax + cross-entropy with the logit
-//! grads and the batch's metrics written on the GPU.
+//! softmax_cross_entropy: fused, numerically stable softmax + cross-entropy (with PyTorch's
+//! label smoothing) with the logit grads and the batch's metrics written on the GPU.
 
 use super::{Dispatch, Kernel, Slot, View};
 use crate::gpu::Gpu;
@@ -20,8 +20,10 @@ pub struct SoftmaxCrossEntropy {
 }
 
 impl SoftmaxCrossEntropy {
-    pub fn new(gpu: &Gpu) -> Self {
-        let kernel = Kernel::new(
+    /// `label_smoothing` as `nn.CrossEntropyLoss(label_smoothing=...)`: the target is
+    /// (1 - e) one-hot + e / classes.
+    pub fn new(gpu: &Gpu, label_smoothing: f32) -> Self {
+        let kernel = Kernel::with_constants(
             gpu,
             "softmax_cross_entropy",
             include_str!("../../shaders/softmax_cross_entropy.wgsl"),
@@ -35,6 +37,7 @@ impl SoftmaxCrossEntropy {
                 Slot::ReadWrite,
                 Slot::ReadWrite,
             ],
+            &[("SMOOTHING", label_smoothing as f64)],
         );
         SoftmaxCrossEntropy { kernel }
     }
@@ -75,8 +78,21 @@ impl SoftmaxCrossEntropy {
     }
 }
 
-/// CPU reference: (logit grads, summed loss, correct count).
+/// CPU reference: (logit grads, summed loss, correct count), without label smoothing.
 pub fn reference(batch: usize, classes: usize, logits: &[f32], labels: &[u32]) -> (Vec<f32>, f64, u32) {
+    reference_smoothed(batch, classes, 0.0, logits, labels)
+}
+
+/// CPU reference with label smoothing `e`: each row's loss is (1 - e) * -log p[label] +
+/// e / classes * sum_k -log p[k], its grad p - (1 - e) * onehot - e / classes, over the batch.
+pub fn reference_smoothed(
+    batch: usize,
+    classes: usize,
+    e: f32,
+    logits: &[f32],
+    labels: &[u32],
+) -> (Vec<f32>, f64, u32) {
+    let e = e as f64;
     let mut grad = vec![0f32; batch * classes];
     let mut loss = 0f64;
     let mut correct = 0;
@@ -91,14 +107,16 @@ pub fn reference(batch: usize, classes: usize, logits: &[f32], labels: &[u32]) -
         }
         let s: f64 = row.iter().map(|&l| (l as f64 - mx).exp()).sum();
         let label = labels[r] as usize;
-        loss += s.ln() - (row[label] as f64 - mx);
+        let nll = s.ln() - (row[label] as f64 - mx);
+        let all: f64 = row.iter().map(|&l| s.ln() - (l as f64 - mx)).sum();
+        loss += (1.0 - e) * nll + e / classes as f64 * all;
         if arg == label {
             correct += 1;
         }
         for c in 0..classes {
-            let mut g = (row[c] as f64 - mx).exp() / s;
+            let mut g = (row[c] as f64 - mx).exp() / s - e / classes as f64;
             if c == label {
-                g -= 1.0;
+                g -= 1.0 - e;
             }
             grad[r * classes + c] = (g / batch as f64) as f32;
         }

@@ -89,15 +89,22 @@ pub fn window_dispatches<'a>(
     }
 }
 
-/// One row of the step table: which step this is (its metrics row) and where its batch starts
-/// in the epoch's permutation.
+/// One row of the step table: which step this is (its metrics row), where its batch starts in
+/// the epoch's permutation, the step's learning rate and momentum (a schedule's, computed on the
+/// host once per epoch) and the epoch (the augmentation's random choices are keyed on it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepInfo {
     pub step: u32,
     pub start: u32,
-    pub _pad: [u32; 2],
+    pub lr: f32,
+    pub momentum: f32,
+    pub epoch: u32,
+    pub _pad: [u32; 3],
 }
+
+/// Bytes of a step table row.
+const ROW: usize = std::mem::size_of::<StepInfo>();
 
 /// The per-step values kernels read, one row per step at the device's uniform offset alignment.
 /// Built once per run; a recorded step selects its row with a dynamic offset, so many steps fit
@@ -110,34 +117,46 @@ pub struct StepTable {
 
 impl StepTable {
     pub fn new(gpu: &Gpu, rows: &[StepInfo]) -> StepTable {
-        let stride = gpu.limits.min_uniform_buffer_offset_alignment.max(16);
-        let mut bytes = vec![0u8; rows.len().max(1) * stride as usize];
-        for (i, r) in rows.iter().enumerate() {
-            let at = i * stride as usize;
-            bytes[at..at + 16].copy_from_slice(bytemuck::bytes_of(r));
-        }
+        let stride = gpu.limits.min_uniform_buffer_offset_alignment.max(ROW as u32);
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step table"),
-            size: bytes.len() as u64,
+            size: (rows.len().max(1) * stride as usize) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        gpu.queue.write_buffer(&buffer, 0, &bytes);
-        StepTable { buffer, stride, rows: rows.len() }
+        let table = StepTable { buffer, stride, rows: rows.len() };
+        table.write(gpu, rows);
+        table
     }
 
-    /// A table for `steps` consecutive steps of `batch` samples each.
-    pub fn sequential(gpu: &Gpu, steps: usize, batch: usize) -> StepTable {
-        let rows: Vec<StepInfo> =
-            (0..steps).map(|s| StepInfo { step: s as u32, start: (s * batch) as u32, _pad: [0; 2] }).collect();
-        StepTable::new(gpu, &rows)
+    /// Rewrites the rows (an epoch's rates); ordered before any later submit.
+    pub fn write(&self, gpu: &Gpu, rows: &[StepInfo]) {
+        assert!(rows.len() <= self.rows.max(1), "{} rows for a table of {}", rows.len(), self.rows);
+        let mut bytes = vec![0u8; rows.len().max(1) * self.stride as usize];
+        for (i, r) in rows.iter().enumerate() {
+            let at = i * self.stride as usize;
+            bytes[at..at + ROW].copy_from_slice(bytemuck::bytes_of(r));
+        }
+        gpu.queue.write_buffer(&self.buffer, 0, &bytes);
+    }
+
+    /// The rows of `steps` consecutive steps of `batch` samples each, at a constant rate.
+    pub fn sequential_rows(steps: usize, batch: usize, lr: f32, momentum: f32) -> Vec<StepInfo> {
+        (0..steps)
+            .map(|s| StepInfo { step: s as u32, start: (s * batch) as u32, lr, momentum, ..Default::default() })
+            .collect()
+    }
+
+    /// A table for `steps` consecutive steps of `batch` samples each, at a constant rate.
+    pub fn sequential(gpu: &Gpu, steps: usize, batch: usize, lr: f32, momentum: f32) -> StepTable {
+        StepTable::new(gpu, &Self::sequential_rows(steps, batch, lr, momentum))
     }
 
     pub fn resource(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: 0,
-            size: wgpu::BufferSize::new(16),
+            size: wgpu::BufferSize::new(ROW as u64),
         })
     }
 

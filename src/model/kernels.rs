@@ -14,6 +14,7 @@ use crate::kernels::maxpool2d_backward::Maxpool2dBackward;
 use crate::kernels::maxpool2d_forward::{Maxpool2dForward, PoolShape};
 use crate::kernels::sgd_momentum::SgdMomentum;
 use crate::kernels::softmax_cross_entropy::SoftmaxCrossEntropy;
+use crate::nn::StepRule;
 use crate::nn::{Layer, Network, Op};
 
 /// A conv + ReLU + 2x2 max-pool forward as one kernel writing the masked argmax, and the conv's
@@ -75,7 +76,8 @@ pub fn bn_shape(l: &Layer) -> BnShape {
 }
 
 impl NetKernels {
-    pub fn new(gpu: &Gpu, net: &Network) -> NetKernels {
+    /// The kernels of `net`'s layers, and the loss and optimizer as `rule` asks.
+    pub fn new(gpu: &Gpu, net: &Network, rule: StepRule) -> NetKernels {
         let layers = net
             .layers
             .iter()
@@ -124,8 +126,8 @@ impl NetKernels {
             layers,
             gemm: Gemm::new(gpu),
             bias_grad: BiasGrad::new(gpu),
-            softmax: SoftmaxCrossEntropy::new(gpu),
-            sgd: SgdMomentum::new(gpu),
+            softmax: SoftmaxCrossEntropy::new(gpu, rule.label_smoothing),
+            sgd: SgdMomentum::new(gpu, rule.sgd),
         }
     }
 

@@ -7,7 +7,17 @@
 
 pub mod reference;
 
+use crate::kernels::sgd_momentum::SgdOptions;
 use crate::model::{CLASSES, IMAGE};
+
+/// How a training step turns a batch into an update, beside the network and the step's lr and
+/// momentum: `nn.CrossEntropyLoss(label_smoothing=...)` and `torch.optim.SGD`'s weight decay and
+/// Nesterov. The default is the tutorial's: none of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepRule {
+    pub label_smoothing: f32,
+    pub sgd: SgdOptions,
+}
 
 /// A tensor's shape without the batch: channels, height, width (a flattened vector is C x 1 x 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

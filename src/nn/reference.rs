@@ -2,7 +2,7 @@
 //! interpreted layer by layer from the kernels' own CPU references (each accumulating in f64),
 //! forward, loss, and backward in reverse. The GPU schedules are tested against it.
 
-use super::{Layer, Network, Op, ParamKind};
+use super::{Layer, Network, Op, ParamKind, StepRule};
 use crate::kernels::conv2d_forward::ConvShape;
 use crate::kernels::gemm::{self, Epilogue, Product};
 use crate::kernels::maxpool2d_forward::PoolShape;
@@ -80,6 +80,22 @@ pub fn step(
     batch: usize,
     train: bool,
 ) -> StepResult {
+    step_with(net, arena, weights, state, x, labels, batch, train, 0.0)
+}
+
+/// [`step`] with the loss's label smoothing.
+#[allow(clippy::too_many_arguments)]
+pub fn step_with(
+    net: &Network,
+    arena: &Arena,
+    weights: &[f32],
+    state: &mut State,
+    x: &[f32],
+    labels: &[u32],
+    batch: usize,
+    train: bool,
+    label_smoothing: f32,
+) -> StepResult {
     let w = |n: &str| arena.slice(weights, n);
     let zeros = vec![0f32; net.layers.iter().map(|l| l.output.c).max().unwrap_or(0)];
     let bias = |l: &Layer, has: bool| if has { w(&format!("{}.bias", l.name)) } else { &zeros[..] };
@@ -139,7 +155,8 @@ pub fn step(
         state.batches_tracked += 1;
     }
     let logits = outputs.last().cloned().unwrap_or_default();
-    let (d_logits, loss_sum, correct) = softmax_cross_entropy::reference(batch, CLASSES, &logits, labels);
+    let (d_logits, loss_sum, correct) =
+        softmax_cross_entropy::reference_smoothed(batch, CLASSES, label_smoothing, &logits, labels);
     if !train {
         return StepResult { logits, loss_sum, correct, grads: Vec::new(), outputs, input_grads: Vec::new() };
     }
@@ -209,8 +226,9 @@ pub fn train_step(
     batch: usize,
     lr: f32,
     momentum: f32,
+    rule: StepRule,
 ) -> StepResult {
-    let r = step(net, arena, weights, state, x, labels, batch, true);
-    sgd_momentum::reference(lr, momentum, &r.grads, weights, velocity);
+    let r = step_with(net, arena, weights, state, x, labels, batch, true, rule.label_smoothing);
+    sgd_momentum::reference(lr, momentum, rule.sgd, &r.grads, weights, velocity);
     r
 }

@@ -3,13 +3,33 @@
 //! asynchronously one submit behind the GPU.
 
 use super::interrupted;
+use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::kernels::prepare_batch::{GpuSplit, PrepareBatch};
 use crate::kernels::softmax_cross_entropy::METRICS_WORDS;
-use crate::kernels::{StepTable, View};
+use crate::kernels::{StepInfo, StepTable, View};
 use crate::model::{Net, NetKernels, Schedule};
-use crate::nn::{Model, Network};
+use crate::nn::{Model, Network, StepRule};
+
+/// How the engine trains, beside the network and the batch size: the rates every step starts
+/// with (a schedule rewrites them per epoch), the loss and optimizer rule, and the training
+/// split's augmentation keyed on `seed`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup {
+    pub lr: f32,
+    pub momentum: f32,
+    pub rule: StepRule,
+    pub augment: Augment,
+    pub seed: u64,
+}
+
+impl Setup {
+    /// The tutorial's plain SGD with momentum at a constant rate, no augmentation.
+    pub fn constant(lr: f32, momentum: f32) -> Setup {
+        Setup { lr, momentum, ..Default::default() }
+    }
+}
 
 /// One split, resident, with the schedules that walk it in batches.
 struct Walk {
@@ -34,29 +54,30 @@ impl Walk {
         split: &crate::data::Split,
         what: &str,
         batch: usize,
-        lr: f32,
-        momentum: f32,
+        setup: &Setup,
+        augment: Augment,
     ) -> Result<Walk, String> {
         let split_gpu = GpuSplit::upload(gpu, ds, split, what)?;
-        let prep = PrepareBatch::new(gpu, &split_gpu);
+        let prep = PrepareBatch::augmented(gpu, &split_gpu, augment);
         let n = split.len();
         let full_steps = n / batch;
         let tail_len = n % batch;
         let steps = full_steps + (tail_len > 0) as usize;
         let identity: Vec<u32> = (0..n as u32).collect();
         let perm = gpu.storage_from(&format!("{what} permutation"), &identity);
-        let table = StepTable::sequential(gpu, steps, batch);
+        let table = StepTable::sequential(gpu, steps, batch, setup.lr, setup.momentum);
         let metrics = gpu.storage(&format!("{what} metrics"), steps * METRICS_WORDS);
         let preds = gpu.storage(&format!("{what} predictions"), n);
         let (mv, pv, permv) = (View::whole(&metrics), View::whole(&preds), View::whole(&perm));
         let make = |b: usize| {
-            let mut s = Schedule::new(gpu, k, net, b, &table, &mv, &pv, lr, momentum);
+            let mut s = Schedule::new(gpu, k, net, b, &table, &mv, &pv);
             s.prepare = Some(prep.bind(
                 gpu,
                 &split_gpu,
                 &permv,
                 &table,
                 b,
+                setup.seed,
                 &View::whole(&s.acts.x),
                 &View::whole(&s.acts.labels),
             ));
@@ -142,8 +163,7 @@ impl<'g> Engine<'g> {
         dataset: Dataset,
         model: Model,
         batch_size: usize,
-        lr: f32,
-        momentum: f32,
+        setup: &Setup,
         with_train: bool,
     ) -> Result<Engine<'g>, String> {
         if dataset.test.is_empty() {
@@ -153,7 +173,7 @@ impl<'g> Engine<'g> {
             return Err(format!("{}: the training split holds no images", dataset.source));
         }
         let network = model.network(dataset.channels);
-        let kernels = NetKernels::new(gpu, &network);
+        let kernels = NetKernels::new(gpu, &network, setup.rule);
         check_batch_size(gpu, &network, &kernels, batch_size)?;
         if with_train {
             let tail = dataset.train.len() % batch_size;
@@ -164,11 +184,13 @@ impl<'g> Engine<'g> {
         let net = Net::new(gpu, network);
         net.upload_state(gpu, &super::init_state(&net));
         let train = if with_train {
-            Some(Walk::new(gpu, &kernels, &net, &dataset, &dataset.train, "training set", batch_size, lr, momentum)?)
+            let (split, b) = (&dataset.train, batch_size);
+            Some(Walk::new(gpu, &kernels, &net, &dataset, split, "training set", b, setup, setup.augment)?)
         } else {
             None
         };
-        let test = Walk::new(gpu, &kernels, &net, &dataset, &dataset.test, "test set", batch_size, lr, momentum)?;
+        let test =
+            Walk::new(gpu, &kernels, &net, &dataset, &dataset.test, "test set", batch_size, setup, Augment::default())?;
         gpu.check()?;
         let max_rows =
             [train.as_ref().map(|w| w.steps).unwrap_or(0), test.steps].into_iter().map(group_size).max().unwrap_or(1);
@@ -275,6 +297,27 @@ impl<'g> Engine<'g> {
             on_group(&totals, first + data.len() / METRICS_WORDS);
         }
         Ok(totals)
+    }
+
+    /// Sets the lr and momentum of every training step of `epoch` (0-based; the augmentation's
+    /// choices are keyed on it): one table write, ordered before the epoch's submits.
+    pub fn set_epoch(&self, epoch: usize, rates: &[(f32, f32)]) -> Result<(), String> {
+        let walk = self.train.as_ref().ok_or("engine built without a training split")?;
+        assert_eq!(rates.len(), walk.steps, "one (lr, momentum) per training step");
+        let rows: Vec<StepInfo> = rates
+            .iter()
+            .enumerate()
+            .map(|(s, &(lr, momentum))| StepInfo {
+                step: s as u32,
+                start: (s * self.batch_size) as u32,
+                lr,
+                momentum,
+                epoch: epoch as u32,
+                ..Default::default()
+            })
+            .collect();
+        walk.table.write(self.gpu, &rows);
+        Ok(())
     }
 
     /// Trains one epoch with the given sample order.

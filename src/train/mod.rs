@@ -2,18 +2,22 @@
 //! `engine`), checkpoints and resume live in `resume`, evaluation and what is printed in `report`.
 
 mod engine;
+pub mod lr_schedule;
 mod report;
 mod resume;
 
-pub use engine::{check_batch_size, group_size, max_batch_size, Engine, Totals};
+pub use engine::{check_batch_size, group_size, max_batch_size, Engine, Setup, Totals};
+pub use lr_schedule::LrSchedule;
 pub use report::{evaluate_checkpoint, per_class, print_per_class, EpochReport};
 pub use resume::{progress_from_metadata, recorded_for_eval, recorded_for_resume, shell_word, Progress, Recorded};
 
 use crate::checkpoint;
+use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
+use crate::kernels::sgd_momentum::SgdOptions;
 use crate::model::Net;
-use crate::nn::{Init, Model, ParamKind};
+use crate::nn::{Init, Model, ParamKind, StepRule};
 use crate::rng::Rng;
 use resume::{check_channels, check_model, checkpoint_metadata, load_resumable, save_checkpoint, write_resumable};
 use std::io::IsTerminal;
@@ -45,6 +49,39 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     /// Resume even when the checkpoint's hyperparameters differ from the flags.
     pub allow_changed_hyperparameters: bool,
+    /// Weight decay, Nesterov, label smoothing, the lr schedule and the augmentation.
+    pub recipe: Recipe,
+}
+
+/// The training recipe beyond the tutorial's: each field means what PyTorch's namesake does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recipe {
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    pub label_smoothing: f32,
+    pub lr_schedule: LrSchedule,
+    pub augment: Augment,
+}
+
+impl Recipe {
+    pub fn rule(&self) -> StepRule {
+        StepRule {
+            label_smoothing: self.label_smoothing,
+            sgd: SgdOptions { weight_decay: self.weight_decay, nesterov: self.nesterov },
+        }
+    }
+
+    /// The recipe's options as (metadata key, flag, value): recorded in checkpoints and metrics,
+    /// and kept by a resume.
+    pub fn fields(&self) -> Vec<(&'static str, &'static str, String)> {
+        vec![
+            ("weight_decay", "--weight-decay", self.weight_decay.to_string()),
+            ("nesterov", "--nesterov", self.nesterov.to_string()),
+            ("label_smoothing", "--label-smoothing", self.label_smoothing.to_string()),
+            ("lr_schedule", "--lr-schedule", self.lr_schedule.to_string()),
+            ("augment", "--augment", self.augment.to_string()),
+        ]
+    }
 }
 
 impl TrainConfig {
@@ -61,6 +98,24 @@ impl TrainConfig {
         }
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
             return Err(format!("--momentum {}: expected a value in [0, 1)", self.momentum));
+        }
+        let r = &self.recipe;
+        if !(r.weight_decay.is_finite() && r.weight_decay >= 0.0) {
+            return Err(format!("--weight-decay {}: expected a finite value of at least 0", r.weight_decay));
+        }
+        if !(r.label_smoothing.is_finite() && (0.0..=1.0).contains(&r.label_smoothing)) {
+            return Err(format!("--label-smoothing {}: expected a value in [0, 1]", r.label_smoothing));
+        }
+        if r.nesterov && self.momentum == 0.0 && !r.lr_schedule.cycles_momentum() {
+            return Err("--nesterov: needs a momentum above 0 (as torch.optim.SGD requires)".into());
+        }
+        if let LrSchedule::MultiStep { milestones, .. } = &r.lr_schedule {
+            if milestones.iter().any(|&m| m == 0 || m >= self.epochs) {
+                return Err(format!(
+                    "--lr-schedule {}: milestones must lie in 1..{} (epochs after which the rate drops)",
+                    r.lr_schedule, self.epochs
+                ));
+            }
         }
         Ok(())
     }
@@ -138,7 +193,14 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         None => None,
     };
     let started = Instant::now();
-    let engine = Engine::new(gpu, ds, cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, true)?;
+    let setup = Setup {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        rule: cfg.recipe.rule(),
+        augment: cfg.recipe.augment,
+        seed: cfg.seed,
+    };
+    let engine = Engine::new(gpu, ds, cfg.model, cfg.batch_size, &setup, true)?;
     let ds = &engine.dataset;
     let mut progress = Progress {
         epochs_done: 0,
@@ -177,8 +239,16 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         }
         (None, None) => engine.upload_weights(&init_weights(&engine.net, cfg.seed), None),
     }
+    let recipe: String = cfg
+        .recipe
+        .fields()
+        .into_iter()
+        .zip(Recipe::default().fields())
+        .filter(|(f, default)| f.2 != default.2)
+        .map(|(f, _)| format!(", {} {}", f.1.trim_start_matches("--"), f.2))
+        .collect();
     println!(
-        "Training {} on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}, \
+        "Training {} on {} ({} training / {} test images, {}) on {}: {} epochs, batch {}, lr {}, momentum {}{recipe}, \
             {} dispatches per step, {} submits per epoch",
         cfg.model.title(),
         ds.name,
@@ -210,6 +280,9 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         let mut shuffle_rng = Rng { state: progress.shuffle_rng };
         let order: Vec<u32> = if cfg.shuffle { shuffle_rng.permutation(n) } else { (0..n as u32).collect() };
         let first_step = std::mem::take(&mut progress.step);
+        let rates =
+            cfg.recipe.lr_schedule.epoch_rates(cfg.lr as f64, cfg.momentum as f64, cfg.epochs, steps, epoch - 1);
+        engine.set_epoch(epoch - 1, &rates)?;
         let bar = report::epoch_bar(show, epoch, steps);
         let t0 = Instant::now();
         // A GPU fault (device lost, out of memory) ends the run; completed epochs' checkpoints
@@ -269,6 +342,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             test_accuracy: test.accuracy(),
             images_per_sec: (totals.steps * cfg.batch_size).min(n) as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
+            lr: rates.last().map(|r| r.0 as f64).unwrap_or(cfg.lr as f64),
         };
         println!(
             "Epoch {}, Loss: {:.4}, Test loss: {:.4}, Test accuracy: {:.2}%, {:.0} images/s, {:.1} s",
@@ -280,7 +354,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             report.seconds
         );
         if let Some(p) = &cfg.metrics {
-            report::append_metrics(p, &report)?;
+            report::append_metrics(p, &report, cfg)?;
         }
         if let Some(p) = &cfg.save {
             save_checkpoint(p, &engine, false, progress.batches_tracked, checkpoint_metadata(cfg, ds, epoch))?;

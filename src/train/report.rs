@@ -42,6 +42,8 @@ pub struct EpochReport {
     pub test_accuracy: f64,
     pub images_per_sec: f64,
     pub seconds: f64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
 }
 
 /// The whole `eval` command.
@@ -55,7 +57,7 @@ pub fn evaluate_checkpoint(
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
     check_channels(checkpoint_path, &l, &ds)?;
     check_model(checkpoint_path, &l, model)?;
-    let engine = Engine::new(gpu, ds, model, batch_size, 0.0, 0.0, false)?;
+    let engine = Engine::new(gpu, ds, model, batch_size, &super::Setup::default(), false)?;
     engine.upload_weights(&l.weights, None);
     engine.net.upload_state(gpu, &l.state);
     let (t, preds) = engine.evaluate(true)?;
@@ -72,8 +74,23 @@ pub fn evaluate_checkpoint(
 }
 
 /// Appends one epoch's report to the `--metrics` file as a JSON line.
-pub(super) fn append_metrics(path: &Path, report: &EpochReport) -> Result<(), String> {
-    let line = serde_json::to_string(report).map_err(|e| e.to_string())?;
+/// One JSON object per epoch: the report, then the run's options.
+pub(super) fn append_metrics(path: &Path, report: &EpochReport, cfg: &super::TrainConfig) -> Result<(), String> {
+    let mut row = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    if let Some(obj) = row.as_object_mut() {
+        let mut put = |k: &str, v: serde_json::Value| obj.insert(k.to_string(), v);
+        put("model", cfg.model.name().into());
+        put("batch_size", cfg.batch_size.into());
+        put("base_lr", (cfg.lr as f64).into());
+        put("momentum", (cfg.momentum as f64).into());
+        put("seed", cfg.seed.into());
+        put("weight_decay", (cfg.recipe.weight_decay as f64).into());
+        put("nesterov", cfg.recipe.nesterov.into());
+        put("label_smoothing", (cfg.recipe.label_smoothing as f64).into());
+        put("lr_schedule", cfg.recipe.lr_schedule.to_string().into());
+        put("augment", cfg.recipe.augment.to_string().into());
+    }
+    let line = serde_json::to_string(&row).map_err(|e| e.to_string())?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

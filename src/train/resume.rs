@@ -2,8 +2,9 @@
 //! order, so the same run writes the same bytes), `last.safetensors` with the momentum and the
 //! progress, and the flags a resume or an `eval` takes from the file when they are left out.
 
-use super::{Engine, TrainConfig};
+use super::{Engine, LrSchedule, Recipe, TrainConfig};
 use crate::checkpoint;
+use crate::data::augment::Augment;
 use crate::data::{Dataset, DatasetKind};
 use crate::nn::Model;
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,9 @@ pub(super) fn checkpoint_metadata(cfg: &TrainConfig, ds: &Dataset, epoch: usize)
         ("epochs".to_string(), cfg.epochs.to_string()),
         ("model".to_string(), cfg.model.name().to_string()),
     ]);
+    for (key, _, value) in cfg.recipe.fields() {
+        meta.insert(key.to_string(), value);
+    }
     if let Some(d) = &cfg.data {
         meta.insert("data".to_string(), d.display().to_string());
     }
@@ -58,16 +62,18 @@ pub struct Progress {
     pub batches_tracked: u64,
 }
 
-/// The hyperparameters a resume must keep, as (metadata key, flag, value).
+/// The hyperparameters a resume must keep, as (metadata key, flag, value); the recipe's last.
 fn hyperparameters(cfg: &TrainConfig, ds: &Dataset) -> Vec<(&'static str, &'static str, String)> {
-    vec![
+    let mut h = vec![
         ("lr", "--lr", cfg.lr.to_string()),
         ("momentum", "--momentum", cfg.momentum.to_string()),
         ("batch_size", "--batch-size", cfg.batch_size.to_string()),
         ("seed", "--seed", cfg.seed.to_string()),
         ("shuffle", "--no-shuffle", cfg.shuffle.to_string()),
         ("dataset", "--dataset", ds.name.clone()),
-    ]
+    ];
+    h.extend(cfg.recipe.fields());
+    h
 }
 
 pub(super) fn write_resumable(dir: &Path, engine: &Engine, cfg: &TrainConfig, p: &Progress) -> Result<(), String> {
@@ -145,8 +151,11 @@ pub(super) fn load_resumable(
     }
     let progress = progress_from_metadata(&name, &l.metadata)?;
     let mut differ = Vec::new();
+    // A checkpoint written before the recipe's options were recorded used their defaults.
+    let defaults = Recipe::default().fields();
     for (key, flag, now) in hyperparameters(cfg, ds) {
-        let then = &l.metadata[key]; // present: checked by progress_from_metadata
+        let default = defaults.iter().find(|d| d.0 == key).map(|d| &d.2);
+        let Some(then) = l.metadata.get(key).or(default) else { unreachable!("checked by progress_from_metadata") };
         if *then != now {
             differ.push(format!("{flag}: checkpoint {key}={then}, now {now}"));
         }
@@ -177,6 +186,11 @@ pub struct Recorded {
     pub momentum: Option<f32>,
     pub seed: Option<u64>,
     pub shuffle: Option<bool>,
+    pub weight_decay: Option<f32>,
+    pub nesterov: Option<bool>,
+    pub label_smoothing: Option<f32>,
+    pub lr_schedule: Option<LrSchedule>,
+    pub augment: Option<Augment>,
 }
 
 impl Recorded {
@@ -220,13 +234,39 @@ impl Recorded {
             momentum: field(name, meta, "momentum", "a number")?,
             seed: field(name, meta, "seed", "a whole number")?,
             shuffle: field(name, meta, "shuffle", "true or false")?,
+            weight_decay: field(name, meta, "weight_decay", "a number")?,
+            nesterov: field(name, meta, "nesterov", "true or false")?,
+            label_smoothing: field(name, meta, "label_smoothing", "a number")?,
+            lr_schedule: parsed(name, meta, "lr_schedule", LrSchedule::parse)?,
+            augment: parsed(name, meta, "augment", Augment::parse)?,
         })
+    }
+
+    /// The recipe the file records, each option the default where it says nothing.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            weight_decay: self.weight_decay.unwrap_or(0.0),
+            nesterov: self.nesterov.unwrap_or(false),
+            label_smoothing: self.label_smoothing.unwrap_or(0.0),
+            lr_schedule: self.lr_schedule.clone().unwrap_or_default(),
+            augment: self.augment.unwrap_or_default(),
+        }
     }
 
     /// The `--data` folder recorded for `kind`: only when the file was written on that data set.
     pub fn data_for(&self, kind: DatasetKind) -> Option<PathBuf> {
         (self.dataset == Some(kind)).then(|| self.data.clone()).flatten()
     }
+}
+
+/// A metadata field parsed by one of the flag parsers; its error names the file and the field.
+fn parsed<T>(
+    name: &str,
+    meta: &HashMap<String, String>,
+    key: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    meta.get(key).map(|v| parse(v).map_err(|e| format!("{name}: metadata field {key}: {e}"))).transpose()
 }
 
 /// `DIR/last.safetensors` for `--resume DIR`, or why there is none.

@@ -163,8 +163,6 @@ struct Plan<'a> {
     steps: &'a StepTable,
     metrics: &'a View,
     preds: &'a View,
-    lr: f32,
-    momentum: f32,
 }
 
 impl Plan<'_> {
@@ -198,8 +196,8 @@ impl Plan<'_> {
 
 impl Schedule {
     /// Builds every bind group of a step for `batch` images. Metrics rows are written by the
-    /// loss kernel at the row the step table selects, predictions into `preds` at the step's start.
-    #[allow(clippy::too_many_arguments)]
+    /// loss kernel at the row the step table selects, predictions into `preds` at the step's start;
+    /// the optimizer takes the lr and momentum of that row.
     pub fn new(
         gpu: &Gpu,
         k: &NetKernels,
@@ -208,8 +206,6 @@ impl Schedule {
         steps: &StepTable,
         metrics: &View,
         preds: &View,
-        lr: f32,
-        momentum: f32,
     ) -> Schedule {
         let layers = &net.network.layers;
         let groups = groups(net, k);
@@ -296,8 +292,6 @@ impl Schedule {
             steps,
             metrics,
             preds,
-            lr,
-            momentum,
         };
         let fwd = forward::stages(&plan);
         let (backward, mut scratch) = backward::stages(&plan, &fwd.saved);
