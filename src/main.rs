@@ -37,6 +37,8 @@ struct DataArgs {
     no_download: bool,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Train LeNet-5 (PyTorch's CIFAR-10 tutorial network and recipe), or LeNet-5-BN, on the GPU.
@@ -56,10 +58,10 @@ enum Command {
         batch_size: Option<usize>,
         /// SGD learning rate [default: 0.001].
         #[arg(long, allow_negative_numbers = true)]
-        lr: Option<f32>,
+        lr: Option<f64>,
         /// SGD momentum (PyTorch's rule: v = momentum*v + g; w -= lr*v) [default: 0.9].
         #[arg(long, allow_negative_numbers = true)]
-        momentum: Option<f32>,
+        momentum: Option<f64>,
         /// Seed for initialisation, shuffling and the synthetic data set [default: 0].
         #[arg(long)]
         seed: Option<u64>,
@@ -122,6 +124,9 @@ enum Command {
         /// Seed of the synthetic data set [default: the checkpoint's, else 0].
         #[arg(long)]
         seed: Option<u64>,
+        /// Print the results (loss, accuracy, per-class accuracy, confusion matrix) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List every GPU adapter wgpu finds.
     Adapters,
@@ -257,7 +262,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let ds = data::load(&data_options)?;
             train::run(&gpu, ds, &cfg).map(|_| ())
         }
-        Command::Eval { adapter, data, checkpoint, model, batch_size, seed } => {
+        Command::Eval { adapter, data, checkpoint, model, batch_size, seed, json } => {
             if batch_size == 0 {
                 return Err("--batch-size: must be at least 1".into());
             }
@@ -266,7 +271,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let gpu = open_gpu(adapter.adapter)?;
             let ds = data::load(&data_options(&data, &recorded, seed.or(recorded.seed).unwrap_or(0)))?;
             let model = model.or(recorded.model).unwrap_or(Model::Lenet5);
-            train::evaluate_checkpoint(&gpu, ds, model, &checkpoint, batch_size).map(|_| ())
+            train::evaluate_checkpoint(&gpu, ds, model, &checkpoint, batch_size, json).map(|_| ())
         }
         Command::BenchKernels { adapter, model, batch_size, kernel, json } => {
             let gpu = open_gpu(adapter.adapter)?;

@@ -47,6 +47,58 @@ fn last_metrics(path: &Path) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap()).unwrap()
 }
 
+/// `eval` (and the end of `train`) print the confusion matrix; `eval --json` gives the same
+/// numbers to scripts, its test loss the training criterion's (label smoothing included).
+#[test]
+fn eval_prints_the_confusion_matrix_and_json_with_the_runs_criterion() {
+    let d = temp_dir("confusion");
+    let (ck, m) = (d.join("w.safetensors"), d.join("m.jsonl"));
+    let t = run(
+        &[
+            "train",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--label-smoothing",
+            "0.2",
+            "--save",
+            ck.to_str().unwrap(),
+            "--metrics",
+            m.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(t.ok, "{}", t.stderr);
+    assert!(t.stdout.contains("Confusion matrix (rows: true class, columns: predicted class):"), "{}", t.stdout);
+    let metrics = last_metrics(&m);
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap(), "--json"], &[]);
+    assert!(e.ok, "{}", e.stderr);
+    let j: serde_json::Value = serde_json::from_str(&e.stdout).unwrap_or_else(|err| panic!("{err}: {}", e.stdout));
+    assert_eq!(j["label_smoothing"], 0.2);
+    let loss = j["test_loss"].as_f64().unwrap();
+    assert!((loss - metrics["test_loss"].as_f64().unwrap()).abs() < 1e-6, "eval loss {loss} vs training's {metrics}");
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(j["confusion"].clone()).unwrap();
+    assert_eq!(confusion.len(), 10);
+    let total: u64 = confusion.iter().flatten().sum();
+    let diagonal: u64 = (0..10).map(|c| confusion[c][c]).sum();
+    assert_eq!((total, diagonal), (j["count"].as_u64().unwrap(), j["correct"].as_u64().unwrap()));
+    assert_eq!(j["test_accuracy"].as_f64().unwrap(), metrics["test_accuracy"].as_f64().unwrap());
+    // The text report: one row per class with its counts and the accuracy the JSON gives.
+    let e = run(&["eval", "--checkpoint", ck.to_str().unwrap()], &[]);
+    assert!(e.ok && e.stdout.contains("Test loss (label smoothing 0.2): "), "{}", e.stdout);
+    for (c, row) in confusion.iter().enumerate() {
+        let line = e.stdout.lines().find(|l| l.starts_with(&format!("{c} pattern-{c} "))).unwrap();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let counts: Vec<u64> = cells[2..12].iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(&counts, row, "{line}");
+        let acc = j["per_class_accuracy"][c].as_f64().unwrap();
+        assert_eq!(cells[12], format!("{:.1}", 100.0 * acc), "{line}");
+    }
+}
+
 #[test]
 fn train_prints_epoch_lines_per_class_accuracy_and_writes_metrics_and_checkpoint() {
     let d = temp_dir("train");

@@ -64,6 +64,12 @@ impl LrSchedule {
     }
 
     /// Whether the schedule sets the momentum (onecycle), overriding `--momentum`.
+    /// Whether the rates depend on the run's length (`T_max` or `total_steps` is `--epochs`): a
+    /// resume with another `--epochs` would follow a different curve.
+    pub fn spans_the_run(&self) -> bool {
+        matches!(self, LrSchedule::Cosine | LrSchedule::OneCycle)
+    }
+
     pub fn cycles_momentum(&self) -> bool {
         *self == LrSchedule::OneCycle
     }

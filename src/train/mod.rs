@@ -1,14 +1,16 @@
 //! Training: the epoch loop of the `train` command. Everything stays resident on the GPU (see
 //! `engine`), checkpoints and resume live in `resume`, evaluation and what is printed in `report`.
 
+mod confusion;
 mod engine;
 pub mod lr_schedule;
 mod report;
 mod resume;
 
+pub use confusion::Confusion;
 pub use engine::{check_batch_size, group_size, max_batch_size, Engine, Setup, Totals};
 pub use lr_schedule::LrSchedule;
-pub use report::{evaluate_checkpoint, per_class, print_per_class, EpochReport};
+pub use report::{evaluate_checkpoint, per_class, print_per_class, EpochReport, Evaluation};
 pub use resume::{progress_from_metadata, recorded_for_eval, recorded_for_resume, shell_word, Progress, Recorded};
 
 use crate::checkpoint;
@@ -16,7 +18,7 @@ use crate::data::augment::Augment;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::kernels::sgd_momentum::SgdOptions;
-use crate::model::Net;
+use crate::model::{Net, CLASSES};
 use crate::nn::{Init, Model, ParamKind, StepRule};
 use crate::rng::Rng;
 use resume::{check_channels, check_model, checkpoint_metadata, load_resumable, save_checkpoint, write_resumable};
@@ -31,8 +33,8 @@ pub struct TrainConfig {
     pub model: Model,
     pub epochs: usize,
     pub batch_size: usize,
-    pub lr: f32,
-    pub momentum: f32,
+    pub lr: f64,
+    pub momentum: f64,
     pub seed: u64,
     pub shuffle: bool,
     /// The `--data` folder, if one was given: recorded in checkpoints so that `--resume` and
@@ -194,8 +196,8 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
     };
     let started = Instant::now();
     let setup = Setup {
-        lr: cfg.lr,
-        momentum: cfg.momentum,
+        lr: cfg.lr as f32,
+        momentum: cfg.momentum as f32,
         rule: cfg.recipe.rule(),
         augment: cfg.recipe.augment,
         seed: cfg.seed,
@@ -280,8 +282,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         let mut shuffle_rng = Rng { state: progress.shuffle_rng };
         let order: Vec<u32> = if cfg.shuffle { shuffle_rng.permutation(n) } else { (0..n as u32).collect() };
         let first_step = std::mem::take(&mut progress.step);
-        let rates =
-            cfg.recipe.lr_schedule.epoch_rates(cfg.lr as f64, cfg.momentum as f64, cfg.epochs, steps, epoch - 1);
+        let rates = cfg.recipe.lr_schedule.epoch_rates(cfg.lr, cfg.momentum, cfg.epochs, steps, epoch - 1);
         engine.set_epoch(epoch - 1, &rates)?;
         let bar = report::epoch_bar(show, epoch, steps);
         let t0 = Instant::now();
@@ -342,7 +343,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             test_accuracy: test.accuracy(),
             images_per_sec: (totals.steps * cfg.batch_size).min(n) as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
-            lr: rates.last().map(|r| r.0 as f64).unwrap_or(cfg.lr as f64),
+            lr: rates.last().map(|r| report::decimal(r.0)).unwrap_or(cfg.lr),
         };
         println!(
             "Epoch {}, Loss: {:.4}, Test loss: {:.4}, Test accuracy: {:.2}%, {:.0} images/s, {:.1} s",
@@ -372,6 +373,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         if epoch == cfg.epochs {
             println!("Finished training in {:.1} s", started.elapsed().as_secs_f64());
             print_per_class(ds, &preds);
+            print!("{}", Confusion::new(CLASSES, &preds, &ds.test.labels).render(&ds.class_names));
             if let Some(p) = &cfg.save {
                 println!("Saved weights to {}", p.display());
             }

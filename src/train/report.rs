@@ -1,8 +1,9 @@
 //! What a run reports: the epoch line's numbers and their `--metrics` JSON lines, the progress
-//! bar, the per-class accuracy table, and the `eval` command.
+//! bar, the per-class accuracy table, and the `eval` command with its confusion matrix.
 
+use super::confusion::Confusion;
 use super::resume::{check_channels, check_model};
-use super::{Engine, Totals};
+use super::Engine;
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
@@ -46,31 +47,85 @@ pub struct EpochReport {
     pub lr: f64,
 }
 
-/// The whole `eval` command.
+/// What `eval` measures, as `eval --json` writes it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Evaluation {
+    pub checkpoint: String,
+    pub dataset: String,
+    pub adapter: String,
+    pub test_loss: f64,
+    /// The label smoothing the test loss was computed with (the checkpoint's training loss).
+    pub label_smoothing: f64,
+    pub test_accuracy: f64,
+    pub correct: u64,
+    pub count: u64,
+    pub classes: Vec<String>,
+    /// Per true class: correct / images (null for a class without test images).
+    pub per_class_accuracy: Vec<Option<f64>>,
+    /// `confusion[true][predicted]`: test images.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// The whole `eval` command: prints the report (or with `json` the JSON) and returns it.
 pub fn evaluate_checkpoint(
     gpu: &Gpu,
     ds: Dataset,
     model: crate::nn::Model,
     checkpoint_path: &Path,
     batch_size: usize,
-) -> Result<Totals, String> {
+    json: bool,
+) -> Result<Evaluation, String> {
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
     check_channels(checkpoint_path, &l, &ds)?;
     check_model(checkpoint_path, &l, model)?;
-    let engine = Engine::new(gpu, ds, model, batch_size, &super::Setup::default(), false)?;
+    // The test loss is the training criterion's: with the label smoothing the run used.
+    let recorded = super::Recorded::from_metadata(&checkpoint_path.display().to_string(), &l.metadata)?;
+    let label_smoothing = recorded.label_smoothing.unwrap_or(0.0);
+    let rule = crate::nn::StepRule { label_smoothing, ..Default::default() };
+    let engine = Engine::new(gpu, ds, model, batch_size, &super::Setup { rule, ..Default::default() }, false)?;
     engine.upload_weights(&l.weights, None);
     engine.net.upload_state(gpu, &l.state);
     let (t, preds) = engine.evaluate(true)?;
+    let ds = &engine.dataset;
+    let confusion = Confusion::new(CLASSES, &preds, &ds.test.labels);
+    let e = Evaluation {
+        checkpoint: checkpoint_path.display().to_string(),
+        dataset: ds.name.clone(),
+        adapter: gpu.describe(),
+        test_loss: t.mean_loss(),
+        label_smoothing: decimal(label_smoothing),
+        test_accuracy: t.accuracy(),
+        correct: t.correct as u64,
+        count: t.count as u64,
+        classes: (0..CLASSES).map(|i| ds.class_names.get(i).cloned().unwrap_or_else(|| "?".into())).collect(),
+        per_class_accuracy: confusion
+            .per_class()
+            .iter()
+            .map(|&(hit, total)| (total > 0).then(|| hit as f64 / total as f64))
+            .collect(),
+        confusion: (0..CLASSES).map(|c| confusion.row(c).to_vec()).collect(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e).map_err(|e| e.to_string())?);
+        return Ok(e);
+    }
+    let smoothing = if label_smoothing > 0.0 { format!(" (label smoothing {label_smoothing})") } else { String::new() };
     println!(
-        "Test loss: {:.4}, Test accuracy: {:.2}% ({} of {} images) on {}",
-        t.mean_loss(),
-        100.0 * t.accuracy(),
-        t.correct as u64,
-        t.count as u64,
-        gpu.describe()
+        "Test loss{smoothing}: {:.4}, Test accuracy: {:.2}% ({} of {} images) on {}",
+        e.test_loss,
+        100.0 * e.test_accuracy,
+        e.correct,
+        e.count,
+        e.adapter
     );
-    print_per_class(&engine.dataset, &preds);
-    Ok(t)
+    print_per_class(ds, &preds);
+    print!("{}", confusion.render(&e.classes));
+    Ok(e)
+}
+
+/// `x` as the decimal it prints as (0.1, not 0.10000000149011612): what the user typed.
+pub fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
 }
 
 /// Appends one epoch's report to the `--metrics` file as a JSON line.
@@ -81,12 +136,12 @@ pub(super) fn append_metrics(path: &Path, report: &EpochReport, cfg: &super::Tra
         let mut put = |k: &str, v: serde_json::Value| obj.insert(k.to_string(), v);
         put("model", cfg.model.name().into());
         put("batch_size", cfg.batch_size.into());
-        put("base_lr", (cfg.lr as f64).into());
-        put("momentum", (cfg.momentum as f64).into());
+        put("base_lr", cfg.lr.into());
+        put("momentum", cfg.momentum.into());
         put("seed", cfg.seed.into());
-        put("weight_decay", (cfg.recipe.weight_decay as f64).into());
+        put("weight_decay", decimal(cfg.recipe.weight_decay).into());
         put("nesterov", cfg.recipe.nesterov.into());
-        put("label_smoothing", (cfg.recipe.label_smoothing as f64).into());
+        put("label_smoothing", decimal(cfg.recipe.label_smoothing).into());
         put("lr_schedule", cfg.recipe.lr_schedule.to_string().into());
         put("augment", cfg.recipe.augment.to_string().into());
     }

@@ -73,6 +73,9 @@ fn hyperparameters(cfg: &TrainConfig, ds: &Dataset) -> Vec<(&'static str, &'stat
         ("dataset", "--dataset", ds.name.clone()),
     ];
     h.extend(cfg.recipe.fields());
+    if cfg.recipe.lr_schedule.spans_the_run() {
+        h.push(("epochs", "--epochs (which the cosine and onecycle schedules span)", cfg.epochs.to_string()));
+    }
     h
 }
 
@@ -182,8 +185,8 @@ pub struct Recorded {
     pub data: Option<PathBuf>,
     pub epochs: Option<usize>,
     pub batch_size: Option<usize>,
-    pub lr: Option<f32>,
-    pub momentum: Option<f32>,
+    pub lr: Option<f64>,
+    pub momentum: Option<f64>,
     pub seed: Option<u64>,
     pub shuffle: Option<bool>,
     pub weight_decay: Option<f32>,
