@@ -8,6 +8,8 @@
 //! - [`checkpoint`]: safetensors with PyTorch's `state_dict` names.
 //! - [`train`]: epochs, metrics, progress, evaluation.
 //! - [`bench`]: `bench-kernels`, per-kernel timings checked against the references.
+//! - [`predict`]: classes of pictures, prepared as torchvision prepares them.
+//! - [`picture`]: `show-batch`'s grid and the training curves, as PNG.
 
 pub mod bench;
 pub mod checkpoint;
@@ -16,5 +18,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod nn;
+pub mod picture;
+pub mod predict;
 pub mod rng;
 pub mod train;

@@ -71,6 +71,10 @@ enum Command {
         /// Append one JSON object per epoch to this file.
         #[arg(long)]
         metrics: Option<PathBuf>,
+        /// Draw the training curves (losses, test accuracy, learning rate) into this PNG after
+        /// every epoch (the whole history from --metrics when given).
+        #[arg(long, value_name = "FILE.png")]
+        plot: Option<PathBuf>,
         /// Save the weights (safetensors, PyTorch state_dict names) after every epoch.
         #[arg(long)]
         save: Option<PathBuf>,
@@ -106,6 +110,56 @@ enum Command {
         /// (RandomHorizontalFlip), or both: crop:4,flip [default: none].
         #[arg(long, value_parser = Augment::parse)]
         augment: Option<Augment>,
+    },
+    /// Classify pictures (PNG or JPEG, any size) with a checkpoint: the top classes of each.
+    Predict {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+        /// The weights (safetensors); its data set decides the classes and the input.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// How many classes to print for each picture.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Print the answers as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The pictures.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+    },
+    /// Write a grid of training images as the network receives them (augmented, de-normalised).
+    ShowBatch {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Training-set augmentation, as train's --augment [default: none].
+        #[arg(long, value_parser = Augment::parse)]
+        augment: Option<Augment>,
+        /// The run's seed (shuffle, augmentation, synthetic data), as train's --seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Which epoch's first batch (1-based): the augmentation and the shuffle change per epoch.
+        #[arg(long, default_value_t = 1)]
+        epoch: u32,
+        /// In file order instead of the seeded shuffle, as train's --no-shuffle.
+        #[arg(long)]
+        no_shuffle: bool,
+        /// How many images.
+        #[arg(long, default_value_t = 32)]
+        count: usize,
+        /// The PNG to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE.png")]
+        output: PathBuf,
+    },
+    /// Draw the training curves of a --metrics file (its last run) into a PNG.
+    Plot {
+        /// The JSON lines train --metrics wrote.
+        metrics: PathBuf,
+        /// The PNG to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE.png")]
+        output: PathBuf,
     },
     /// Evaluate a checkpoint on the test split: loss, accuracy, per-class accuracy.
     Eval {
@@ -204,6 +258,7 @@ fn run(cli: Cli) -> Result<(), String> {
             seed,
             no_shuffle,
             metrics,
+            plot,
             save,
             init,
             checkpoint_dir,
@@ -238,6 +293,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 shuffle: !no_shuffle && recorded.shuffle.unwrap_or(true),
                 data: data_options.dir.clone(),
                 metrics,
+                plot,
                 save,
                 init,
                 progress: true,
@@ -272,6 +328,62 @@ fn run(cli: Cli) -> Result<(), String> {
             let ds = data::load(&data_options(&data, &recorded, seed.or(recorded.seed).unwrap_or(0)))?;
             let model = model.or(recorded.model).unwrap_or(Model::Lenet5);
             train::evaluate_checkpoint(&gpu, ds, model, &checkpoint, batch_size, json).map(|_| ())
+        }
+        Command::Predict { adapter, checkpoint, top, json, images } => {
+            if top == 0 {
+                return Err("--top: must be at least 1".into());
+            }
+            let gpu = open_gpu(adapter.adapter)?;
+            let answers = gpu_lenet::predict::predict(&gpu, &checkpoint, &images, top.min(10))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answers).map_err(|e| e.to_string())?);
+            } else {
+                for a in &answers {
+                    let top: Vec<String> =
+                        a.top.iter().map(|c| format!("{} {:.1}%", c.class, 100.0 * c.probability)).collect();
+                    println!("{}: {}", a.file, top.join(", "));
+                }
+            }
+            Ok(())
+        }
+        Command::ShowBatch { adapter, data, augment, seed, epoch, no_shuffle, count, output } => {
+            use gpu_lenet::picture::{batch_grid, check_output, write_png};
+            check_output(&output, "-o")?;
+            if count == 0 {
+                return Err("--count: must be at least 1".into());
+            }
+            if epoch == 0 {
+                return Err("--epoch: epochs count from 1".into());
+            }
+            let gpu = open_gpu(adapter.adapter)?;
+            let ds = data::load(&data_options(&data, &Recorded::default(), seed))?;
+            let n = ds.train.len();
+            if n == 0 {
+                return Err(format!("{}: the training split holds no images", ds.source));
+            }
+            // The order train --seed gives epoch `epoch`: one permutation drawn per epoch.
+            let order = train::epoch_order(seed, !no_shuffle, n, epoch as usize - 1);
+            let count = count.min(n);
+            let augment = augment.unwrap_or_default();
+            let (x, labels) = batch_grid::prepare_on_gpu(&gpu, &ds, augment, seed, epoch - 1, &order, count)?;
+            let (w, h, rgb) = batch_grid::render(&x, &labels, ds.channels, &ds.class_names, 8)?;
+            write_png(&output, "-o", w, h, rgb)?;
+            println!(
+                "Wrote {count} training images of {} (epoch {epoch}, seed {seed}, augment {augment}) to {}",
+                ds.name,
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Plot { metrics, output } => {
+            use gpu_lenet::picture::{check_output, curves, write_png};
+            check_output(&output, "-o")?;
+            let points = curves::read_metrics(&metrics)?;
+            let title = format!("{} ({} epochs)", metrics.display(), points.len());
+            let (w, h, rgb) = curves::render(&points, &title)?;
+            write_png(&output, "-o", w, h, rgb)?;
+            println!("Wrote the curves of {} epoch(s) to {}", points.len(), output.display());
+            Ok(())
         }
         Command::BenchKernels { adapter, model, batch_size, kernel, json } => {
             let gpu = open_gpu(adapter.adapter)?;

@@ -347,6 +347,25 @@ fn fashion_mnist_one_epoch_reaches_80_percent() {
     let acc = last_metrics(&m)["test_accuracy"].as_f64().unwrap();
     println!("{}", r.stdout);
     assert!(acc >= 0.80, "Fashion-MNIST test accuracy {acc} after 1 epoch:\n{}", r.stdout);
+    // predict on the first 100 test images saved as 28x28 grayscale PNGs (Pillow's convert("L")
+    // keeps a gray value; the padding to 32x32 is the training's): they score as the test set does.
+    let ds = gpu_lenet::data::fashion::load(dir).unwrap();
+    let mut files = Vec::new();
+    for i in 0..100 {
+        let f = d.join(format!("test-{i}.png"));
+        image::GrayImage::from_raw(28, 28, ds.test.images[i * 784..(i + 1) * 784].to_vec()).unwrap().save(&f).unwrap();
+        files.push(f.display().to_string());
+    }
+    let args: Vec<&str> = ["predict", "--json", "--checkpoint", ck.to_str().unwrap()]
+        .into_iter()
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let p = run(&args, &[]);
+    assert!(p.ok, "{}", p.stderr);
+    let answers: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    let hits = (0..100).filter(|&i| answers[i]["top"][0]["index"].as_u64() == Some(ds.test.labels[i] as u64)).count();
+    assert!(hits >= 70, "predict got {hits} of the first 100 test images right; the test set scored {acc}");
+    assert!(gpu_lenet::data::FASHION_CLASSES.contains(&answers[0]["top"][0]["class"].as_str().unwrap()));
     // eval of a Fashion-MNIST checkpoint needs no --dataset (and never downloads CIFAR-10).
     let e = run(&["eval", "--checkpoint", ck.to_str().unwrap()], &[]);
     assert!(e.ok, "{}", e.stderr);

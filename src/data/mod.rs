@@ -60,6 +60,26 @@ pub enum DatasetKind {
     Synthetic,
 }
 
+impl DatasetKind {
+    /// The name `--dataset` takes and checkpoints record.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// The class names of each data set (CIFAR-10's as its batches.meta.txt lists them).
+pub fn class_names(kind: DatasetKind) -> Vec<String> {
+    match kind {
+        DatasetKind::Cifar10 => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        DatasetKind::FashionMnist => FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
+        DatasetKind::Synthetic => (0..10).map(|c| format!("pattern-{c}")).collect(),
+    }
+}
+
 /// The default folder of each data set.
 pub fn default_dir(kind: DatasetKind) -> &'static str {
     match kind {

@@ -68,7 +68,7 @@ pub fn generate(seed: u64, train: usize, test: usize) -> Dataset {
         height: 32,
         width: 32,
         pad: 0,
-        class_names: (0..10).map(|c| format!("pattern-{c}")).collect(),
+        class_names: super::class_names(super::DatasetKind::Synthetic),
         train,
         test,
     }

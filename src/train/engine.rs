@@ -360,6 +360,14 @@ impl<'g> Engine<'g> {
         Ok((totals, preds))
     }
 
+    /// The logits of the test split's last batch, [images x classes] (`predict` builds an engine
+    /// whose test split is one batch of pictures). Call after [`Engine::evaluate`].
+    pub fn last_test_logits(&self) -> Result<Vec<f32>, String> {
+        let last = self.test.steps - 1;
+        let images = self.test.split.len - last * self.batch_size;
+        self.gpu.read_words(&self.test.schedule(last).acts.logits, 0, images * crate::model::CLASSES)
+    }
+
     pub fn upload_weights(&self, weights: &[f32], momentum: Option<&[f32]>) {
         self.net.upload(self.gpu, weights, momentum);
     }

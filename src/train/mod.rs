@@ -41,6 +41,8 @@ pub struct TrainConfig {
     /// `eval` find the same data without the flag.
     pub data: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
+    /// Redraw the training curves into this PNG after every epoch.
+    pub plot: Option<PathBuf>,
     pub save: Option<PathBuf>,
     pub init: Option<PathBuf>,
     /// Show a progress bar (only when stdout is a terminal).
@@ -118,6 +120,9 @@ impl TrainConfig {
                     r.lr_schedule, self.epochs
                 ));
             }
+        }
+        if let Some(p) = &self.plot {
+            crate::picture::check_output(p, "--plot")?;
         }
         Ok(())
     }
@@ -370,6 +375,9 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
             write_resumable(d, &engine, cfg, &progress)?;
         }
         reports.push(report);
+        if let Some(p) = &cfg.plot {
+            plot_run(p, cfg, &ds.name, &reports)?;
+        }
         if epoch == cfg.epochs {
             println!("Finished training in {:.1} s", started.elapsed().as_secs_f64());
             print_per_class(ds, &preds);
@@ -380,6 +388,32 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         }
     }
     Ok(reports)
+}
+
+/// The order `train --seed seed` walks the training set in epoch `epoch` (0-based): the shuffle
+/// generator draws one permutation per epoch.
+pub fn epoch_order(seed: u64, shuffle: bool, n: usize, epoch: usize) -> Vec<u32> {
+    if !shuffle {
+        return (0..n as u32).collect();
+    }
+    let mut rng = Rng::for_purpose(seed, "shuffle");
+    let mut order = rng.permutation(n);
+    for _ in 0..epoch {
+        order = rng.permutation(n);
+    }
+    order
+}
+
+/// `--plot`: the curves of the whole run, from `--metrics` when it is written (a resumed run's
+/// earlier epochs included), else from this run's epochs.
+fn plot_run(path: &std::path::Path, cfg: &TrainConfig, dataset: &str, reports: &[EpochReport]) -> Result<(), String> {
+    use crate::picture::{curves, write_png};
+    let points = match &cfg.metrics {
+        Some(m) => curves::read_metrics(m)?,
+        None => reports.iter().map(curves::Point::from).collect(),
+    };
+    let (w, h, rgb) = curves::render(&points, &format!("{} on {dataset}", cfg.model.title()))?;
+    write_png(path, "--plot", w, h, rgb)
 }
 
 /// What an interrupt writes: `last.safetensors` with `--checkpoint-dir` (or `--resume`), the
