@@ -93,13 +93,13 @@ enum Command {
         #[arg(long, requires = "resume")]
         allow_changed_hyperparameters: bool,
         /// Weight decay, as torch.optim.SGD's (g += wd * w on every parameter) [default: 0].
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         weight_decay: Option<f32>,
         /// Nesterov momentum, as torch.optim.SGD's (w -= lr * (g + momentum * v)).
         #[arg(long)]
         nesterov: bool,
         /// Label smoothing of the cross-entropy, as nn.CrossEntropyLoss(label_smoothing=E) [default: 0].
-        #[arg(long, value_name = "E")]
+        #[arg(long, value_name = "E", allow_negative_numbers = true)]
         label_smoothing: Option<f32>,
         /// Learning-rate schedule, each PyTorch's namesake: constant, step:S:G (StepLR), multistep:M1,M2,...:G
         /// (MultiStepLR), cosine (CosineAnnealingLR, T_max = epochs), onecycle (OneCycleLR, max_lr = --lr, per

@@ -417,6 +417,57 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
         ..case("download with a wrong md5", &[], &["md5", "00112233445566778899aabbccddeeff", "deleted"])
     });
 
+    // The training recipe.
+    cases.push(case("unknown schedule", &syn(&["--lr-schedule", "warm"]), &["--lr-schedule", "warm", "cosine"]));
+    cases.push(case("step size 0", &syn(&["--lr-schedule", "step:0:0.5"]), &["step:0:0.5", "at least 1"]));
+    cases.push(case(
+        "milestone past the run",
+        &syn(&["--epochs", "10", "--lr-schedule", "multistep:3,20:0.1"]),
+        &["multistep:3,20:0.1", "1..10"],
+    ));
+    cases.push(case("crop too wide", &syn(&["--augment", "crop:40"]), &["--augment", "crop:40", "1..=16"]));
+    cases.push(case("unknown augmentation", &syn(&["--augment", "rotate"]), &["rotate", "crop:4,flip"]));
+    cases.push(case("negative weight decay", &syn(&["--weight-decay", "-1"]), &["--weight-decay -1", "at least 0"]));
+    cases.push(case("label smoothing above 1", &syn(&["--label-smoothing", "2"]), &["--label-smoothing 2", "[0, 1]"]));
+    cases.push(case(
+        "nesterov without momentum",
+        &syn(&["--nesterov", "--momentum", "0"]),
+        &["--nesterov", "momentum"],
+    ));
+    cases.push(case("--plot not a PNG", &syn(&["--plot", "/tmp/curves.jpg"]), &["--plot /tmp/curves.jpg", ".png"]));
+    cases.push(case(
+        "--plot in a missing folder",
+        &syn(&["--plot", "/nonexistent-dir/c.png"]),
+        &["--plot", "/nonexistent-dir", "does not exist"],
+    ));
+    // Pictures.
+    let not_a_picture = raw_file("not-a-picture.png", b"plain text\n");
+    let ck = s(&fixture("init.safetensors"));
+    cases.push(Case {
+        keep: vec![not_a_picture.clone()],
+        ..case(
+            "predict on a text file",
+            &["predict", "--checkpoint", &ck, &s(&not_a_picture)],
+            &["not-a-picture.png", "not a PNG or JPEG"],
+        )
+    });
+    let broken_png = raw_file("broken.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+    cases.push(case(
+        "predict on a truncated PNG",
+        &["predict", "--checkpoint", &ck, &s(&broken_png)],
+        &["broken.png", "cannot decode"],
+    ));
+    let bad_metrics = raw_file("m.jsonl", b"{\"epoch\": 1}\n");
+    cases.push(case(
+        "plot of a metrics file without losses",
+        &["plot", &s(&bad_metrics), "-o", "/tmp/gpu-lenet-bad-plot.png"],
+        &["m.jsonl line 1: field train_loss: expected a number"],
+    ));
+    cases.push(case(
+        "show-batch to a missing folder",
+        &["show-batch", "--dataset", "synthetic", "-o", "/nonexistent-dir/b.png"],
+        &["-o", "/nonexistent-dir", "does not exist"],
+    ));
     assert!(cases.len() >= 25, "the corpus has {} cases", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
