@@ -120,3 +120,25 @@ fn onecycle_rates_per_step_and_weights_match_pytorch() {
 fn lenet5_bn_with_cosine_annealing_matches_pytorch() {
     check("recipe_cosine", "bn_init", 3, "cosine", &[]);
 }
+
+/// Every step's rates against PyTorch's schedulers on longer runs than the training fixtures
+/// (`schedules.safetensors`: an optimizer stepped as the run steps it, no training). The rates
+/// are float64 on both sides, stored as float32: equal to 1e-6 relative.
+#[test]
+fn every_schedule_gives_pytorchs_rates_step_by_step() {
+    let bytes = std::fs::read(fixture("schedules.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    // As make_fixtures.py's SCHEDULES: (name, --lr-schedule, epochs, steps per epoch, lr, momentum).
+    for (name, schedule, epochs, steps, lr, momentum) in [
+        ("step", "step:3:0.3", 10, 4, 0.1, 0.9),
+        ("multistep", "multistep:2,5:0.1", 8, 3, 0.05, 0.9),
+        ("cosine", "cosine", 7, 5, 0.1, 0.9),
+        ("onecycle", "onecycle", 3, 17, 0.2, 0.9),
+    ] {
+        let s = LrSchedule::parse(schedule).unwrap();
+        let rates: Vec<(f32, f32)> = (0..epochs).flat_map(|e| s.epoch_rates(lr, momentum, epochs, steps, e)).collect();
+        let (l, m): (Vec<f32>, Vec<f32>) = rates.into_iter().unzip();
+        assert_close(&format!("{schedule}: lr"), &l, &tensor(&st, &format!("lr.{name}")), 1e-6);
+        assert_close(&format!("{schedule}: momentum"), &m, &tensor(&st, &format!("momentum.{name}")), 1e-6);
+    }
+}
