@@ -212,7 +212,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
     let mut progress = Progress {
         epochs_done: 0,
         step: 0,
-        shuffle_rng: Rng::for_purpose(cfg.seed, "shuffle").state,
+        shuffle_rng: shuffle_generator(cfg.seed).state,
         best_test_accuracy: -1.0,
         batches_tracked: 0,
     };
@@ -285,7 +285,7 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
         // The order of this epoch comes from the generator's state before it, which is what a
         // checkpoint records, so a resumed run draws the same order.
         let mut shuffle_rng = Rng { state: progress.shuffle_rng };
-        let order: Vec<u32> = if cfg.shuffle { shuffle_rng.permutation(n) } else { (0..n as u32).collect() };
+        let order = draw_order(&mut shuffle_rng, cfg.shuffle, n);
         let first_step = std::mem::take(&mut progress.step);
         let rates = cfg.recipe.lr_schedule.epoch_rates(cfg.lr, cfg.momentum, cfg.epochs, steps, epoch - 1);
         engine.set_epoch(epoch - 1, &rates)?;
@@ -393,15 +393,26 @@ pub fn run(gpu: &Gpu, ds: Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>
 /// The order `train --seed seed` walks the training set in epoch `epoch` (0-based): the shuffle
 /// generator draws one permutation per epoch.
 pub fn epoch_order(seed: u64, shuffle: bool, n: usize, epoch: usize) -> Vec<u32> {
-    if !shuffle {
-        return (0..n as u32).collect();
-    }
-    let mut rng = Rng::for_purpose(seed, "shuffle");
-    let mut order = rng.permutation(n);
+    let mut rng = shuffle_generator(seed);
+    let mut order = draw_order(&mut rng, shuffle, n);
     for _ in 0..epoch {
-        order = rng.permutation(n);
+        order = draw_order(&mut rng, shuffle, n);
     }
     order
+}
+
+/// The shuffle generator of a run with `seed`, before its first epoch.
+fn shuffle_generator(seed: u64) -> Rng {
+    Rng::for_purpose(seed, "shuffle")
+}
+
+/// One epoch's order: a permutation drawn from `rng` (which advances), or file order.
+fn draw_order(rng: &mut Rng, shuffle: bool, n: usize) -> Vec<u32> {
+    if shuffle {
+        rng.permutation(n)
+    } else {
+        (0..n as u32).collect()
+    }
 }
 
 /// `--plot`: the curves of the whole run, from `--metrics` when it is written (a resumed run's
