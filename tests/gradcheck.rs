@@ -9,8 +9,8 @@ use gpu_lenet::kernels::conv2d_forward::ConvShape;
 use gpu_lenet::kernels::gemm::{self, Epilogue, Product};
 use gpu_lenet::kernels::maxpool2d_forward::PoolShape;
 use gpu_lenet::kernels::{
-    bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward, maxpool2d_forward,
-    relu, softmax_cross_entropy,
+    bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global_avg_pool, maxpool2d_backward,
+    maxpool2d_forward, relu, softmax_cross_entropy,
 };
 use gpu_lenet::model::{self, Arena};
 use gpu_lenet::nn::{self, reference, Init, ParamKind};
@@ -66,6 +66,19 @@ fn conv2d_backward_references_match_finite_differences() {
         check("conv dx", &mut x, &dx, 1e-2, 1e-3, 64, &|x| dot(&r, &conv2d_forward::reference(s, false, x, &w0, &b0)));
         check("conv dw", &mut w, &dw, 1e-2, 1e-3, 64, &|w| dot(&r, &conv2d_forward::reference(s, false, &x0, w, &b0)));
         check("conv db", &mut b, &db, 1e-2, 1e-3, 64, &|b| dot(&r, &conv2d_forward::reference(s, false, &x0, &w0, b)));
+    }
+}
+
+#[test]
+fn global_avg_pool_backward_reference_matches_finite_differences() {
+    for (planes, plane) in [(6usize, 64usize), (3, 35), (4, 1)] {
+        let mut rng = Rng(plane as u64);
+        let mut x = rng.vec(planes * plane, -1.0, 1.0);
+        let r = rng.vec(planes, -1.0, 1.0);
+        let dx = global_avg_pool::reference_backward(plane, &r);
+        check("global_avg_pool dx", &mut x, &dx, 1e-2, 1e-3, 64, &|x| {
+            dot(&r, &global_avg_pool::reference_forward(plane, x))
+        });
     }
 }
 

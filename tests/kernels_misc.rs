@@ -7,6 +7,7 @@ mod kernel_helpers;
 use common::*;
 use kernel_helpers::*;
 
+use gpu_lenet::kernels::global_avg_pool::{self, GlobalAvgPool};
 use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
 use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
 use gpu_lenet::kernels::relu::{self, Relu};
@@ -96,6 +97,35 @@ fn maxpool2d_backward_matches_reference() {
                     tol,
                 );
             }
+        }
+    }
+}
+
+/// ResNet's pool before its classifier at its planes (8x8 with 64 channels), odd planes, one
+/// plane, batch 1, and more planes than a workgroup holds (the last workgroup partial).
+#[test]
+fn global_avg_pool_forward_and_backward_match_reference() {
+    let g = gpu();
+    for (planes, h, w) in
+        [(1usize, 8usize, 8usize), (64, 8, 8), (64 * 7 + 3, 8, 8), (13, 7, 5), (130, 1, 1), (2, 32, 32)]
+    {
+        let k = GlobalAvgPool::new(g, h, w);
+        for seed in SEEDS {
+            let mut r = Rng(seed * 31 + planes as u64);
+            let x = r.vec(planes * h * w, -1.0, 1.0);
+            let dy = r.vec(planes, -1.0, 1.0);
+            let (xb, yb, dyb, dxb) = (upload(&x), out(planes), upload(&dy), out(planes * h * w));
+            let f = k.bind_forward(g, planes, &v(&xb), &v(&yb));
+            let b = k.bind_backward(g, planes, &v(&dyb), &v(&dxb));
+            run_all(g, &[&f, &b]);
+            let what = format!("global_avg_pool {planes}x{h}x{w} seed {seed}");
+            assert_close(
+                &format!("{what} forward"),
+                &read(&yb),
+                &global_avg_pool::reference_forward(h * w, &x),
+                tolerance(h * w),
+            );
+            assert_eq!(read(&dxb), global_avg_pool::reference_backward(h * w, &dy), "{what} backward");
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod conv2d_backward_weight;
 pub mod conv2d_forward;
 pub mod conv2d_relu_maxpool_forward;
 pub mod gemm;
+pub mod global_avg_pool;
 pub mod maxpool2d_backward;
 pub mod maxpool2d_forward;
 pub mod prepare_batch;
