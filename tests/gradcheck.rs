@@ -10,7 +10,7 @@ use gpu_lenet::kernels::gemm::{self, Epilogue, Product};
 use gpu_lenet::kernels::maxpool2d_forward::PoolShape;
 use gpu_lenet::kernels::{
     bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global_avg_pool, maxpool2d_backward,
-    maxpool2d_forward, relu, softmax_cross_entropy,
+    maxpool2d_forward, relu, shortcut_option_a, softmax_cross_entropy,
 };
 use gpu_lenet::model::{self, Arena};
 use gpu_lenet::nn::{self, reference, Init, ParamKind};
@@ -79,6 +79,23 @@ fn global_avg_pool_backward_reference_matches_finite_differences() {
         check("global_avg_pool dx", &mut x, &dx, 1e-2, 1e-3, 64, &|x| {
             dot(&r, &global_avg_pool::reference_forward(plane, x))
         });
+    }
+}
+
+#[test]
+fn shortcut_option_a_backward_reference_matches_finite_differences() {
+    use shortcut_option_a::ShortcutShape;
+    for s in [
+        ShortcutShape { cin: 4, h: 7, w: 6, stride: 2, pad: 2 },
+        ShortcutShape { cin: 3, h: 4, w: 4, stride: 1, pad: 1 },
+    ] {
+        let batch = 2;
+        let mut rng = Rng(s.h as u64);
+        let mut x = rng.vec(batch * s.input_len(), -1.0, 1.0);
+        let r = rng.vec(batch * s.output_len(), -1.0, 1.0);
+        let dx = shortcut_option_a::reference_backward(s, batch, &r);
+        let f = |x: &[f32]| dot(&r, &shortcut_option_a::reference_forward(s, batch, x));
+        check("shortcut dx", &mut x, &dx, 1e-2, 1e-3, 128, &f);
     }
 }
 

@@ -12,6 +12,7 @@ use gpu_lenet::kernels::maxpool2d_backward::{self, Maxpool2dBackward};
 use gpu_lenet::kernels::maxpool2d_forward::{self, Maxpool2dForward, PoolShape};
 use gpu_lenet::kernels::relu::{self, Relu};
 use gpu_lenet::kernels::sgd_momentum::{self, SgdMomentum, SgdOptions};
+use gpu_lenet::kernels::shortcut_option_a::{self, ShortcutOptionA, ShortcutShape};
 use gpu_lenet::kernels::softmax_cross_entropy::{self, SoftmaxCrossEntropy, METRICS_WORDS};
 use gpu_lenet::kernels::{run_all, tolerance, StepTable};
 
@@ -126,6 +127,39 @@ fn global_avg_pool_forward_and_backward_match_reference() {
                 tolerance(h * w),
             );
             assert_eq!(read(&dxb), global_avg_pool::reference_backward(h * w, &dy), "{what} backward");
+        }
+    }
+}
+
+/// ResNet-20's two downsampling shortcuts (16→32 at 32x32, 32→64 at 16x16), odd sizes (the
+/// last row and column kept), channels not a multiple of 4, and a stride-1 widening; batch 1
+/// and 3. Copies: the GPU must give the reference's values exactly.
+#[test]
+fn shortcut_option_a_forward_and_backward_match_reference() {
+    let g = gpu();
+    let shapes = [
+        ShortcutShape { cin: 16, h: 32, w: 32, stride: 2, pad: 8 },
+        ShortcutShape { cin: 32, h: 16, w: 16, stride: 2, pad: 16 },
+        ShortcutShape { cin: 5, h: 7, w: 9, stride: 2, pad: 3 },
+        ShortcutShape { cin: 3, h: 5, w: 5, stride: 1, pad: 2 },
+    ];
+    for s in shapes {
+        let k = ShortcutOptionA::new(g, s);
+        for batch in [1usize, 3] {
+            let mut r = Rng(batch as u64 * 131 + s.cin as u64);
+            let x = r.vec(batch * s.input_len(), -1.0, 1.0);
+            let dy = r.vec(batch * s.output_len(), -1.0, 1.0);
+            let (xb, yb) = (upload(&x), out(batch * s.output_len()));
+            let (dyb, dxb) = (upload(&dy), out(batch * s.input_len()));
+            let f = k.bind_forward(g, batch, &v(&xb), &v(&yb));
+            let b = k.bind_backward(g, batch, &v(&dyb), &v(&dxb));
+            run_all(g, &[&f, &b]);
+            assert_eq!(read(&yb), shortcut_option_a::reference_forward(s, batch, &x), "{s:?} batch {batch} forward");
+            assert_eq!(
+                read(&dxb),
+                shortcut_option_a::reference_backward(s, batch, &dy),
+                "{s:?} batch {batch} backward"
+            );
         }
     }
 }

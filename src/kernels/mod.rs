@@ -23,6 +23,7 @@ pub mod maxpool2d_forward;
 pub mod prepare_batch;
 pub mod relu;
 pub mod sgd_momentum;
+pub mod shortcut_option_a;
 pub mod softmax_cross_entropy;
 
 mod adapter;
