@@ -164,6 +164,23 @@ fn shortcut_option_a_forward_and_backward_match_reference() {
     }
 }
 
+/// The two references against PyTorch's own `F.adaptive_avg_pool2d(x, 1)` and
+/// `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))` on odd planes (`make_fixtures.py`).
+#[test]
+fn global_avg_pool_and_shortcut_references_are_pytorchs() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet_layers.safetensors");
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| -> Vec<f32> {
+        let v = st.tensor(name).unwrap();
+        v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    };
+    let x = t("x");
+    assert_close("avg_pool", &global_avg_pool::reference_forward(9 * 7, &x), &t("avg_pool"), 1e-6);
+    let s = ShortcutShape { cin: 16, h: 9, w: 7, stride: 2, pad: 8 };
+    assert_eq!(shortcut_option_a::reference_forward(s, 3, &x), t("shortcut"));
+}
+
 #[test]
 fn relu_forward_and_backward_match_reference() {
     let g = gpu();
