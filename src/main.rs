@@ -327,7 +327,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let gpu = open_gpu(adapter.adapter)?;
             let ds = data::load(&data_options(&data, &recorded, seed.or(recorded.seed).unwrap_or(0)))?;
             let model = model.or(recorded.model).unwrap_or(Model::Lenet5);
-            train::evaluate_checkpoint(&gpu, ds, model, &checkpoint, batch_size, json).map(|_| ())
+            let label_smoothing = recorded.label_smoothing.unwrap_or(0.0);
+            train::evaluate_checkpoint(&gpu, ds, model, &checkpoint, batch_size, label_smoothing, json).map(|_| ())
         }
         Command::Predict { adapter, checkpoint, top, json, images } => {
             if top == 0 {

@@ -81,7 +81,7 @@ fn draw(rgb: &mut [u8], size: (u32, u32), points: &[Point], title: &str) -> Resu
     let panels = root.split_evenly((1, 3));
     let first = points.first().map_or(1, |p| p.epoch) as f64;
     let last = points.last().map_or(1, |p| p.epoch) as f64;
-    let xs = (first - 0.5).min(last - 0.5)..(last + 0.5);
+    let xs = (first - 0.5)..(last + 0.5);
     let series = |f: &dyn Fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
         points.iter().filter_map(|p| f(p).filter(|v| v.is_finite()).map(|v| (p.epoch as f64, v))).collect()
     };

@@ -66,21 +66,20 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<u64>>,
 }
 
-/// The whole `eval` command: prints the report (or with `json` the JSON) and returns it.
+/// The whole `eval` command: prints the report (or with `json` the JSON) and returns it. The
+/// test loss is the training criterion's: `label_smoothing` is the one the checkpoint records.
 pub fn evaluate_checkpoint(
     gpu: &Gpu,
     ds: Dataset,
     model: crate::nn::Model,
     checkpoint_path: &Path,
     batch_size: usize,
+    label_smoothing: f32,
     json: bool,
 ) -> Result<Evaluation, String> {
     let l = checkpoint::load(checkpoint_path, gpu.storage_alignment())?;
     check_channels(checkpoint_path, &l, &ds)?;
     check_model(checkpoint_path, &l, model)?;
-    // The test loss is the training criterion's: with the label smoothing the run used.
-    let recorded = super::Recorded::from_metadata(&checkpoint_path.display().to_string(), &l.metadata)?;
-    let label_smoothing = recorded.label_smoothing.unwrap_or(0.0);
     let rule = crate::nn::StepRule { label_smoothing, ..Default::default() };
     let engine = Engine::new(gpu, ds, model, batch_size, &super::Setup { rule, ..Default::default() }, false)?;
     engine.upload_weights(&l.weights, None);
