@@ -16,9 +16,9 @@ fn main() {
     let src = std::fs::read_to_string(&args[1]).expect("shader file");
     let layer = args.get(2).map(String::as_str).unwrap_or("conv1");
     let s = if layer == "conv1" {
-        ConvShape { batch: 64, cin: 3, h: 32, w: 32, cout: 6, kh: 5, kw: 5 }
+        ConvShape { batch: 64, cin: 3, h: 32, w: 32, cout: 6, kh: 5, kw: 5, stride: 1, pad: 0 }
     } else {
-        ConvShape { batch: 64, cin: 6, h: 14, w: 14, cout: 16, kh: 5, kw: 5 }
+        ConvShape { batch: 64, cin: 6, h: 14, w: 14, cout: 16, kh: 5, kw: 5, stride: 1, pad: 0 }
     };
     let co: usize = args.get(3).map(|a| a.parse().unwrap()).unwrap_or(s.cout.min(8));
     let quads: usize = args.get(4).map(|a| a.parse().unwrap()).unwrap_or(1);
@@ -64,7 +64,7 @@ fn main() {
         .unwrap()
         .into_iter()
         .map(|(b0, n, win)| {
-            let p = gpu.uniform("p", &Params { batch: s.batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 });
+            let p = gpu.uniform("p", &Params { batch: s.batch as u32, b0: b0 as u32, images: n as u32, co_base: 0 });
             kernel.bind(
                 &gpu,
                 &[p.as_entire_binding(), win, wv.resource(), bv.resource(), yv.resource()],

@@ -1,5 +1,7 @@
-// conv2d_backward_input: dx = full correlation of dy with the flipped kernel.
-// dy [B, COUT, OH, OW], w [COUT, CIN, KH, KW] -> dx [B, CIN, H, W].
+// conv2d_backward_input: dx = full correlation of dy with the flipped kernel (for a stride S,
+// of dy with zeros between its pixels), zero padding PAD removed.
+// dy [B, COUT, OH, OW], w [COUT, CIN, KH, KW] -> dx [B, CIN, H, W], or dx += that (ACCUMULATE:
+// the second branch of a residual block adding its grad to the first's).
 //
 // A gather, not a scatter: each invocation owns PXQ quads (4 * PXQ horizontally adjacent
 // input pixels) of CI_TILE input channels and sums every (co, ky, kx) term that reaches them in
@@ -20,8 +22,18 @@ override KH: u32;
 override KW: u32;
 override CI_TILE: u32;   // input channels per invocation
 override PXQ: u32;       // quads of 4 input pixels per invocation; CI_TILE * PXQ <= 32
-override OH: u32 = H - KH + 1u;
-override OW: u32 = W - KW + 1u;
+override STRIDE: u32 = 1u;   // 1, 2 or 4: a divisor of the 4 pixels of a quad
+override PAD: u32 = 0u;      // less than KW
+override OH: u32 = (H + 2u * PAD - KH) / STRIDE + 1u;
+override OW: u32 = (W + 2u * PAD - KW) / STRIDE + 1u;
+override ACCUMULATE: bool = false;
+// Output channels one dispatch sums: all, or a block whose weights fit a uniform binding (the
+// blocks after the first add to dx).
+override CO_BLOCK: u32 = COUT;
+// A row segment holds dy[oy, ix0 / STRIDE - SEG0 + j], j < SEGN: every dy column a quad of
+// input pixels from ix0 on reaches.
+override SEG0: u32 = (KW - 1u - PAD + STRIDE - 1u) / STRIDE;
+override SEGN: u32 = (4u * PXQ - 1u + PAD + STRIDE * SEG0) / STRIDE + 1u;
 // POOLED: dy comes as the grad of the 2x2/2 max-pool after this layer's ReLU (see POOLED in
 // conv2d_backward_weight_subgroup.wgsl): `dy` holds the pooled grads [B, COUT, OH/2, OW/2] and
 // `pidx` their masked argmax; an output pixel's dy is its window's grad where it is the argmax.
@@ -37,7 +49,8 @@ const MAX_WL: u32 = 13u;    // CI_TILE * KW / SHARE: 8 channels x width 13 / 8
 
 // The dispatch covers images b0 .. b0 + images; `dy` is bound from image b0 on (the whole batch,
 // or a 64 KiB uniform window of it: see `dy_at`).
-struct Params { batch: u32, b0: u32, images: u32, _p2: u32 }
+// Output channels from co_base on (their weights bound from there on).
+struct Params { batch: u32, b0: u32, images: u32, co_base: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Rewritten into a uniform window where uniform loads are cheap (see conv2d_forward.wgsl).
@@ -72,23 +85,26 @@ fn main(
     let flat = min(gid.x, p.images * H * GROUPS - 1u);
     let lane = lane_id % SHARE;
     let ci0 = wid.y * CI_TILE;
+    let co_base = p.co_base;   // read once: llvmpipe does not hoist uniform loads out of loops
     let b = flat / (H * GROUPS);   // image within the bound dy
     let bo = p.b0 + b;             // image within the batch (the output)
     let tile = flat % (H * GROUPS);
     let iy = i32(tile / GROUPS);
     let ix0 = i32((tile % GROUPS) * PXQ * 4u);
 
-    // Only the kernel rows that reach input row iy from inside dy (0 <= iy - ky < OH): for
-    // LeNet's conv2, 50 of the 70 (row, ky) pairs; the others would read only the zeros outside
-    // dy. A loop bound, not a branch: llvmpipe runs both sides of an `if` with lanes masked off
-    // but leaves a loop once no lane is left in it.
-    let ky_lo = lanes_min(u32(max(iy - i32(OH) + 1, 0)));
-    let ky_hi = lanes_max(min(u32(iy) + 1u, KH));
+    // Only the kernel rows that reach input row iy from inside dy (0 <= iy + PAD - ky <=
+    // (OH - 1) * STRIDE): for LeNet's conv2, 50 of the 70 (row, ky) pairs; the others would read
+    // only the zeros outside dy. A loop bound, not a branch: llvmpipe runs both sides of an `if`
+    // with lanes masked off but leaves a loop once no lane is left in it.
+    let ky_lo = lanes_min(u32(max(iy + i32(PAD) - i32((OH - 1u) * STRIDE), 0)));
+    let ky_hi = lanes_max(min(u32(iy) + PAD + 1u, KH));
     var acc: array<vec4<f32>, MAX_ACC>;   // [t][q]
-    for (var co = 0u; co < COUT; co++) {
+    for (var cl = 0u; cl < CO_BLOCK; cl++) {
+        let co = co_base + cl;
         for (var ky = ky_lo; ky < ky_hi; ky++) {
-            let oy = iy - i32(ky);
-            let row_ok = oy >= 0 && oy < i32(OH);
+            let num = iy + i32(PAD) - i32(ky);   // oy * STRIDE where this tap reaches a dy row
+            let oy = num / i32(STRIDE);
+            let row_ok = num >= 0 && num % i32(STRIDE) == 0 && oy < i32(OH);
             let row = i32((b * COUT + co) * OH * OW) + select(0, oy, row_ok) * i32(OW);
             // seg[j] = dy[oy, ix0 + j - (KW - 1)], zero outside the output.
             var seg: array<f32, MAX_SEG>;
@@ -122,8 +138,8 @@ fn main(
                     seg[j] = select(0.0, dy_at(at), ok && here);
                 }
             } else {
-                for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
-                    let ox = ix0 + i32(j) - i32(KW - 1u);
+                for (var j = 0u; j < SEGN; j++) {
+                    let ox = ix0 / i32(STRIDE) - i32(SEG0) + i32(j);
                     let ok = row_ok && ox >= 0 && ox < i32(OW);
                     seg[j] = select(0.0, dy_at(u32(row + clamp(ox, 0, i32(OW) - 1))), ok);
                 }
@@ -132,7 +148,7 @@ fn main(
             var wl: array<f32, MAX_WL>;
             for (var j = 0u; j < select(0u, (CI_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
                 let e = min(j * SHARE + lane, CI_TILE * KW - 1u);
-                wl[j] = weight(((co * CIN + min(ci0 + e / KW, CIN - 1u)) * KH + ky) * KW + e % KW);
+                wl[j] = weight(((cl * CIN + min(ci0 + e / KW, CIN - 1u)) * KH + ky) * KW + e % KW);
             }
             for (var t = 0u; t < CI_TILE; t++) {
                 for (var kx = 0u; kx < KW; kx++) {
@@ -141,12 +157,24 @@ fn main(
                         let e = t * KW + kx;
                         wv = share(wl[e / SHARE], e % SHARE);
                     } else {
-                        wv = weight(((co * CIN + min(ci0 + t, CIN - 1u)) * KH + ky) * KW + kx);
+                        wv = weight(((cl * CIN + min(ci0 + t, CIN - 1u)) * KH + ky) * KW + kx);
                     }
                     for (var q = 0u; q < PXQ; q++) {
-                        // Pixel ix0 + 4q + i reads dy at ox = ix0 + 4q + i - kx: seg[4q + i + KW - 1 - kx].
-                        let s0 = 4u * q + KW - 1u - kx;
-                        acc[t * PXQ + q] += wv * vec4<f32>(seg[s0], seg[s0 + 1u], seg[s0 + 2u], seg[s0 + 3u]);
+                        if (STRIDE == 1u) {
+                            // Pixel ix0 + 4q + i reads dy at ox = ix0 + 4q + i + PAD - kx:
+                            // seg[4q + i + KW - 1 - kx].
+                            let s0 = 4u * q + KW - 1u - kx;
+                            acc[t * PXQ + q] += wv * vec4<f32>(seg[s0], seg[s0 + 1u], seg[s0 + 2u], seg[s0 + 3u]);
+                        } else {
+                            // Pixel ix0 + 4q + i reaches a dy column through tap kx only where
+                            // 4q + i + PAD - kx is a multiple of STRIDE (constants, once unrolled).
+                            var v = vec4<f32>(0.0);
+                            for (var i = 0u; i < 4u; i++) {
+                                let n = 4u * q + i + PAD + STRIDE * SEG0 - kx;
+                                if (n % STRIDE == 0u) { v[i] = seg[n / STRIDE]; }
+                            }
+                            acc[t * PXQ + q] += wv * v;
+                        }
                     }
                 }
             }
@@ -159,7 +187,13 @@ fn main(
         for (var q = 0u; q < PXQ; q++) {
             for (var j = 0u; j < 4u; j++) {
                 let ix = u32(ix0) + 4u * q + j;
-                if (ix < W) { dx[out + ix] = acc[t * PXQ + q][j]; }
+                if (ix < W) {
+                    if (ACCUMULATE || co_base > 0u) {
+                        dx[out + ix] = dx[out + ix] + acc[t * PXQ + q][j];
+                    } else {
+                        dx[out + ix] = acc[t * PXQ + q][j];
+                    }
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-// conv2d_backward_weight: dw = sum over batch and output pixels of dy * x (shifted), and the
+// conv2d_backward_weight: dw = sum over batch and output pixels of dy * x (shifted, strided,
+// zero-padded), and the
 // bias grad db = sum of dy, without atomics and in a fixed order.
 // dy [B, COUT, OH, OW], x [B, CIN, H, W] -> dw [COUT, CIN, KH, KW], db [COUT].
 //
@@ -20,8 +21,10 @@ override W: u32;
 override COUT: u32;
 override KH: u32;
 override KW: u32;
-override OH: u32 = H - KH + 1u;
-override OW: u32 = W - KW + 1u;
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+override OH: u32 = (H + 2u * PAD - KH) / STRIDE + 1u;
+override OW: u32 = (W + 2u * PAD - KW) / STRIDE + 1u;
 override NW: u32 = COUT * CIN * KH * KW;
 override NOUT: u32 = NW + COUT;
 
@@ -68,8 +71,23 @@ fn partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     var acc: array<f32, MAX_K>;
     for (var b = b0; b < b1; b++) {
         for (var oy = y0; oy < y1; oy++) {
-            let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
             let drow = (((b - x_b0) * COUT + co) * OH + oy) * OW;
+            if (STRIDE != 1u || PAD != 0u) {
+                // Strided or padded: each tap's input loaded on its own, zero in the padding.
+                let iy = i32(oy * STRIDE + ky) - i32(PAD);
+                let row_ok = iy >= 0 && iy < i32(H);
+                let xrow = (((b - x_b0) * CIN + ci) * H + u32(clamp(iy, 0, i32(H) - 1))) * W;
+                for (var ox = 0u; ox < OW; ox++) {
+                    let g = dy_at(drow + ox);
+                    for (var kx = 0u; kx < KW; kx++) {
+                        let ix = i32(ox * STRIDE + kx) - i32(PAD);
+                        let v = x_at(xrow + u32(clamp(ix, 0, i32(W) - 1)));
+                        acc[kx] += g * select(0.0, v, row_ok && ix >= 0 && ix < i32(W));
+                    }
+                }
+                continue;
+            }
+            let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
             var win: array<f32, MAX_K>;
             for (var kx = 0u; kx + 1u < KW; kx++) {
                 win[kx] = x_at(xrow + kx);

@@ -23,8 +23,10 @@ override W: u32;
 override COUT: u32;
 override KH: u32;
 override KW: u32;
-override OH: u32 = H - KH + 1u;
-override OW: u32 = W - KW + 1u;
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+override OH: u32 = (H + 2u * PAD - KH) / STRIDE + 1u;
+override OW: u32 = (W + 2u * PAD - KW) / STRIDE + 1u;
 override NW: u32 = COUT * CIN * KH * KW;
 override NOUT: u32 = NW + COUT;
 // Lanes per workgroup: CIN * KH rounded up to whole subgroups of 8, at most 32, or one subgroup
@@ -99,13 +101,22 @@ fn partials(
     var bias: array<f32, CO_N>;
     for (var b = b0; b < b1; b++) {
         for (var oy = 0u; oy < OH; oy++) {
-            let xrow = (((b - x_b0) * CIN + ci) * H + oy + ky) * W;
+            let iy = i32(oy * STRIDE + ky) - i32(PAD);
+            let row_ok = iy >= 0 && iy < i32(H);
+            let xrow = (((b - x_b0) * CIN + ci) * H + u32(clamp(iy, 0, i32(H) - 1))) * W;
             for (var r = 0u; r < ROUNDS; r++) { // unroll
                 let ox0 = r * RUN;
-                // Past the row's end only where dy is 0 (and those products add nothing).
+                // The inputs under RUN outputs: x[iy, ox0 * STRIDE - PAD + j].
                 var xs: array<f32, SEG_N>;
-                for (var j = 0u; j < RUN + KW - 1u; j++) {
-                    xs[j] = x_at(xrow + min(ox0 + j, W - 1u));
+                for (var j = 0u; j < (RUN - 1u) * STRIDE + KW; j++) {
+                    if (PAD == 0u) {
+                        // Past the row's end only where dy is 0 (and those products add nothing).
+                        xs[j] = x_at(xrow + min(ox0 * STRIDE + j, W - 1u));
+                    } else {
+                        let ix = i32(ox0 * STRIDE + j) - i32(PAD);
+                        let v = x_at(xrow + u32(clamp(ix, 0, i32(W) - 1)));
+                        xs[j] = select(0.0, v, row_ok && ix >= 0 && ix < i32(W));
+                    }
                 }
                 for (var t = 0u; t < CO_TILE; t++) { // unroll
                     let co = min(co0 + t, COUT - 1u);
@@ -156,7 +167,7 @@ fn partials(
                         }
                         gsum += g;
                         for (var kx = 0u; kx < KW; kx++) {
-                            sums[kx] += g * xs[u + kx];
+                            sums[kx] += g * xs[u * STRIDE + kx];
                         }
                     }
                     for (var kx = 0u; kx < KW; kx++) {

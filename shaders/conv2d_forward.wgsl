@@ -1,4 +1,4 @@
-// conv2d_forward: y = conv(x, w) + b, optional ReLU. Stride 1, no padding (LeNet's convolutions).
+// conv2d_forward: y = conv(x, w) + b, optional ReLU, any stride, zero padding PAD on every side.
 // x [B, CIN, H, W], w [COUT, CIN, KH, KW], b [COUT], y [B, COUT, OH, OW].
 //
 // The layer's shape comes in as pipeline override constants, so every loop below has a constant
@@ -23,18 +23,25 @@ override KW: u32;
 override CO_TILE: u32;   // output channels per invocation
 override PXQ: u32;       // quads of 4 output pixels per invocation; CO_TILE * PXQ <= 32
 override RELU: bool;
-override OH: u32 = H - KH + 1u;
-override OW: u32 = W - KW + 1u;
+override BIAS: bool = true;   // false: no bias (the bias binding is then any uniform buffer)
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+override OH: u32 = (H + 2u * PAD - KH) / STRIDE + 1u;
+override OW: u32 = (W + 2u * PAD - KW) / STRIDE + 1u;
+override SEG: u32 = (4u * PXQ - 1u) * STRIDE + KW;   // input values under one row of outputs
 override QUADS: u32 = (OW + 3u) / 4u;
 override GROUPS: u32 = (QUADS + PXQ - 1u) / PXQ;   // invocations per output row
 
-const MAX_SEG: u32 = 44u;  // 4 * 8 outputs + kernel width up to 13 - 1
+const MAX_SEG: u32 = 44u;  // SEG: 4 * 8 outputs + kernel width up to 13 - 1 at stride 1
 const MAX_ACC: u32 = 32u;
 const MAX_WL: u32 = 13u;    // CO_TILE * KW / SHARE: 8 channels x width 13 / 8
 
 // The dispatch covers images b0 .. b0 + images of the batch; `x` is bound from image b0 on (the
-// whole batch, or a 64 KiB uniform window of it: see `x_at`).
-struct Params { batch: u32, b0: u32, images: u32, _p2: u32 }
+// whole batch, or a 64 KiB uniform window of it: see `x_at`). It computes output channels from
+// co_base on, and `wt` is bound from co_base's weights on: a layer whose weights pass a
+// uniform binding's 64 KiB (64 -> 64 channels, 3x3) takes one dispatch per block of channels
+// (`bias` is bound whole).
+struct Params { batch: u32, b0: u32, images: u32, co_base: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 // The input. Where the adapter makes uniform loads cheap (llvmpipe: ~0.4 ns per float against
@@ -68,7 +75,8 @@ fn main(
     if (SHARE == 1u && !live) { return; }
     let flat = min(gid.x, p.images * OH * GROUPS - 1u);
     let lane = lane_id % SHARE;
-    let co0 = wid.y * CO_TILE;
+    let co_base = p.co_base;
+    let co0 = co_base + wid.y * CO_TILE;
     let b = flat / (OH * GROUPS);   // image within the bound input
     let bo = p.b0 + b;              // image within the batch (the output)
     let tile = flat % (OH * GROUPS);
@@ -77,24 +85,36 @@ fn main(
 
     var acc: array<vec4<f32>, MAX_ACC>;   // [t][q]
     for (var t = 0u; t < CO_TILE; t++) {
-        let bv = vec4<f32>(bias_of(min(co0 + t, COUT - 1u)));
+        let bv = vec4<f32>(select(0.0, bias_of(min(co0 + t, COUT - 1u)), BIAS));
         for (var q = 0u; q < PXQ; q++) {
             acc[t * PXQ + q] = bv;
         }
     }
     for (var ci = 0u; ci < CIN; ci++) {
         for (var ky = 0u; ky < KH; ky++) {
-            let row = ((b * CIN + ci) * H + oy + ky) * W;
             var seg: array<f32, MAX_SEG>;
-            for (var j = 0u; j < 4u * PXQ + KW - 1u; j++) {
-                // Past the row's end only for outputs that are masked off below.
-                seg[j] = x_at(row + min(ox0 + j, W - 1u));
+            if (PAD == 0u) {
+                let row = ((b * CIN + ci) * H + oy * STRIDE + ky) * W;
+                for (var j = 0u; j < SEG; j++) {
+                    // Past the row's end only for outputs that are masked off below.
+                    seg[j] = x_at(row + min(ox0 * STRIDE + j, W - 1u));
+                }
+            } else {
+                // Zero in the padding: rows above and below, columns left and right.
+                let iy = i32(oy * STRIDE + ky) - i32(PAD);
+                let row_ok = iy >= 0 && iy < i32(H);
+                let row = ((b * CIN + ci) * H + u32(clamp(iy, 0, i32(H) - 1))) * W;
+                for (var j = 0u; j < SEG; j++) {
+                    let ix = i32(ox0 * STRIDE + j) - i32(PAD);
+                    let v = x_at(row + u32(clamp(ix, 0, i32(W) - 1)));
+                    seg[j] = select(0.0, v, row_ok && ix >= 0 && ix < i32(W));
+                }
             }
             // Shared: this (ci, ky)'s weights, element e = t * KW + kx, lane l loading e = j * 8 + l.
             var wl: array<f32, MAX_WL>;
             for (var j = 0u; j < select(0u, (CO_TILE * KW + SHARE - 1u) / SHARE, SHARE > 1u); j++) {
                 let e = min(j * SHARE + lane, CO_TILE * KW - 1u);
-                wl[j] = weight(((min(co0 + e / KW, COUT - 1u) * CIN + ci) * KH + ky) * KW + e % KW);
+                wl[j] = weight((((min(co0 + e / KW, COUT - 1u) - co_base) * CIN + ci) * KH + ky) * KW + e % KW);
             }
             for (var t = 0u; t < CO_TILE; t++) {
                 for (var kx = 0u; kx < KW; kx++) {
@@ -103,11 +123,13 @@ fn main(
                         let e = t * KW + kx;
                         wv = share(wl[e / SHARE], e % SHARE);
                     } else {
-                        wv = weight(((min(co0 + t, COUT - 1u) * CIN + ci) * KH + ky) * KW + kx);
+                        wv = weight((((min(co0 + t, COUT - 1u) - co_base) * CIN + ci) * KH + ky) * KW + kx);
                     }
                     for (var q = 0u; q < PXQ; q++) {
-                        let s0 = 4u * q + kx;
-                        acc[t * PXQ + q] += wv * vec4<f32>(seg[s0], seg[s0 + 1u], seg[s0 + 2u], seg[s0 + 3u]);
+                        // Output 4q + j of the row reads seg[(4q + j) * STRIDE + kx].
+                        let s0 = 4u * q * STRIDE + kx;
+                        let xs = vec4<f32>(seg[s0], seg[s0 + STRIDE], seg[s0 + 2u * STRIDE], seg[s0 + 3u * STRIDE]);
+                        acc[t * PXQ + q] += wv * xs;
                     }
                 }
             }

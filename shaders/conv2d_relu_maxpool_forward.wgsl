@@ -22,6 +22,9 @@ override COUT: u32;
 override KH: u32;
 override KW: u32;
 override CO_TILE: u32;   // output channels per invocation (2 * CO_TILE vec4 accumulators)
+// Stride 1, no padding (the Rust side checks); declared for the constants every conv shares.
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
 override OH: u32 = H - KH + 1u;
 override OW: u32 = W - KW + 1u;
 override PH: u32 = OH / 2u;                 // pooled rows and columns (floor mode)

@@ -51,8 +51,11 @@ fn check(what: &str, x: &mut [f32], grad: &[f32], eps: f32, tol: f64, samples: u
 #[test]
 fn conv2d_backward_references_match_finite_differences() {
     let shapes = [
-        ConvShape { batch: 2, cin: 3, h: 12, w: 12, cout: 6, kh: 5, kw: 5 },
-        ConvShape { batch: 3, cin: 2, h: 9, w: 11, cout: 4, kh: 3, kw: 2 },
+        ConvShape { batch: 2, cin: 3, h: 12, w: 12, cout: 6, kh: 5, kw: 5, stride: 1, pad: 0 },
+        ConvShape { batch: 3, cin: 2, h: 9, w: 11, cout: 4, kh: 3, kw: 2, stride: 1, pad: 0 },
+        // ResNet's 3x3 with padding 1, at stride 1 and at stride 2 on odd sizes.
+        ConvShape { batch: 2, cin: 3, h: 7, w: 6, cout: 5, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvShape { batch: 2, cin: 2, h: 9, w: 7, cout: 3, kh: 3, kw: 3, stride: 2, pad: 1 },
     ];
     for s in shapes {
         let mut rng = Rng(42);

@@ -15,7 +15,7 @@ use gpu_lenet::kernels::maxpool2d_forward::{self, PoolShape};
 use gpu_lenet::kernels::{run_all, subgroup_sharing, tolerance, View, UNIFORM_SLACK_BYTES};
 
 fn conv_shapes() -> Vec<ConvShape> {
-    let c = |batch, cin, h, w, cout, kh, kw| ConvShape { batch, cin, h, w, cout, kh, kw };
+    let c = |batch, cin, h, w, cout, kh, kw| ConvShape { batch, cin, h, w, cout, kh, kw, stride: 1, pad: 0 };
     vec![
         c(64, 3, 32, 32, 6, 5, 5),  // LeNet conv1
         c(64, 6, 14, 14, 16, 5, 5), // LeNet conv2

@@ -1,6 +1,6 @@
 //! conv2d_backward_input: the gradient of a convolution with respect to its input.
 
-use super::conv2d_forward::{co_tile_for, ConvShape, Input, Tiles};
+use super::conv2d_forward::{co_tile_for, weight_block, ConvShape, Input, Tiles};
 use super::{
     image_windows, pooled_argmax_input, share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows,
     window_dispatches, with_const, Dispatch, Kernel, Slot, View, UNIFORM_SLACK_BYTES,
@@ -15,7 +15,8 @@ pub struct Params {
     pub b0: u32,
     /// Images this dispatch covers.
     pub images: u32,
-    pub _pad: u32,
+    /// First output channel this dispatch sums over (its block of weights is bound from there).
+    pub co_base: u32,
 }
 
 /// An input-gradient pipeline specialised to one layer's shape (any batch size).
@@ -26,14 +27,25 @@ pub struct Conv2dBackwardInput {
     shape: ConvShape,
     tiles: Tiles,
     shared: bool,
+    /// Output channels per dispatch (see [`weight_block`]).
+    block: usize,
 }
 
 impl Conv2dBackwardInput {
     /// `s.batch` is ignored: the batch is chosen per bind.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Self {
-        // One quad per invocation, as for the forward (see `Tiles::for_shape`).
-        let tiles = Tiles { co: co_tile_for(gpu, s.cin), quads: 1 };
-        Self::with_tiles(gpu, s, tiles)
+        Self::with_tiles(gpu, s, Self::default_tiles(gpu, s))
+    }
+
+    /// Adding the gradient to what dx holds (a tensor read by two layers: the second grad to
+    /// arrive adds itself to the first).
+    pub fn accumulating(gpu: &Gpu, s: ConvShape) -> Self {
+        Self::build(gpu, s, Self::default_tiles(gpu, s), subgroup_sharing(gpu, 64), true)
+    }
+
+    /// One quad per invocation, as for the forward (see `Tiles::for_shape`).
+    fn default_tiles(gpu: &Gpu, s: ConvShape) -> Tiles {
+        Tiles { co: co_tile_for(gpu, s.cin), quads: 1 }
     }
 
     /// With an explicit register tiling (`tiles.co` counts input channels here).
@@ -44,19 +56,38 @@ impl Conv2dBackwardInput {
     /// With an explicit tiling and the choice whether the lanes of a subgroup share their weight
     /// loads (tests run both; sharing needs [`subgroup_sharing`]).
     pub fn with_options(gpu: &Gpu, s: ConvShape, tiles: Tiles, share_weights: bool) -> Self {
+        Self::build(gpu, s, tiles, share_weights, false)
+    }
+
+    /// With every choice explicit, `accumulate` included (tests).
+    pub fn build(gpu: &Gpu, s: ConvShape, tiles: Tiles, share_weights: bool, accumulate: bool) -> Self {
         assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
         assert!(
             tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32,
             "bad tiling {tiles:?}"
         );
+        assert!(matches!(s.stride, 1 | 2 | 4), "conv2d_backward_input takes strides 1, 2 and 4");
+        assert!(s.pad < s.kw && s.pad < s.kh, "conv2d_backward_input: padding must be smaller than the kernel");
+        let seg0 = (s.kw - 1 - s.pad).div_ceil(s.stride);
+        assert!(
+            (4 * tiles.quads - 1 + s.pad + s.stride * seg0) / s.stride < 44,
+            "a row segment of {tiles:?} is too long"
+        );
+        let per_channel = s.cin * s.kh * s.kw;
+        let block = weight_block(gpu, s.cout, per_channel, 1);
         let src = with_const(
             include_str!("../../shaders/conv2d_backward_input.wgsl"),
             "WEIGHT_VEC4S",
-            s.weight_len().div_ceil(4),
+            (block * per_channel).div_ceil(4),
         );
         let src = if share_weights { skip_together(&share_across_subgroup(&src)) } else { src };
-        let constants = s.constants(&[("CI_TILE", tiles.co), ("PXQ", tiles.quads)]);
+        let constants = s.constants(&[
+            ("CI_TILE", tiles.co),
+            ("PXQ", tiles.quads),
+            ("ACCUMULATE", accumulate as usize),
+            ("CO_BLOCK", block),
+        ]);
         let build = |name: &'static str, src: &str, dy_slot: Slot| {
             Kernel::with_constants(
                 gpu,
@@ -72,7 +103,7 @@ impl Conv2dBackwardInput {
             let src = uniform_input(&src, "dy", 1, UNIFORM_SLACK_BYTES);
             (build("conv2d_backward_input.uniform_dy", &src, Slot::Uniform), per)
         });
-        Conv2dBackwardInput { kernel, windowed, shape: s, tiles, shared: share_weights }
+        Conv2dBackwardInput { kernel, windowed, shape: s, tiles, shared: share_weights, block }
     }
 
     /// Whether the lanes of a subgroup share their weight loads.
@@ -87,14 +118,23 @@ impl Conv2dBackwardInput {
 
     /// One dispatch per uniform window of dy's images (when dy's buffer has the slack),
     /// else one storage dispatch.
+    /// Where the weights pass a uniform binding, one pass per block of output channels, each
+    /// adding to the last.
     pub fn bind(&self, gpu: &Gpu, batch: usize, dy: &View, w: &View, dx: &View) -> Vec<Dispatch> {
         let s = self.shape;
-        let wv = w.uniform_vec4s();
+        let per_channel = s.cin * s.kh * s.kw;
         let image_bytes = (4 * s.cout * s.oh() * s.ow()) as u64;
-        let dispatch = |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| {
-            dispatch(gpu, kernel, s, self.tiles, (batch, b0, n), [dyr, wv.resource(), dx.resource()], None)
-        };
-        window_dispatches(self.windowed.as_ref(), &self.kernel, dy, batch, image_bytes, dispatch)
+        (0..s.cout)
+            .step_by(self.block)
+            .flat_map(|co_base| {
+                let wv = w.slice(co_base * per_channel, self.block * per_channel).uniform_vec4s();
+                let dispatch = move |kernel: &Kernel, b0: usize, n: usize, dyr: wgpu::BindingResource| {
+                    let at = (batch, b0, n, co_base);
+                    dispatch(gpu, kernel, s, self.tiles, at, [dyr, wv.resource(), dx.resource()], None)
+                };
+                window_dispatches(self.windowed.as_ref(), &self.kernel, dy, batch, image_bytes, dispatch)
+            })
+            .collect()
     }
 }
 
@@ -114,6 +154,7 @@ impl Conv2dBackwardInputPooled {
     /// None where this adapter does not run the fused kernel.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Option<Self> {
         assert!(s.kw <= 13, "conv2d_backward_input supports kernel widths up to 13");
+        assert!(s.is_plain(), "the pooled kernels take stride 1 and no padding");
         if !subgroup_sharing(gpu, 64) || !subgroup_sharing(gpu, 8) {
             return None;
         }
@@ -162,7 +203,7 @@ impl Conv2dBackwardInputPooled {
                     &self.kernel,
                     s,
                     self.tiles,
-                    (batch, b0, n),
+                    (batch, b0, n, 0),
                     [dpw, wv.resource(), dx.resource()],
                     Some(iw),
                 )
@@ -189,13 +230,13 @@ fn dispatch(
     kernel: &Kernel,
     s: ConvShape,
     tiles: Tiles,
-    (batch, b0, n): (usize, usize, usize),
+    (batch, b0, n, co_base): (usize, usize, usize, usize),
     [dy, w, dx]: [wgpu::BindingResource; 3],
     argmax: Option<wgpu::BindingResource>,
 ) -> Dispatch {
     let params = gpu.uniform(
         "conv2d_backward_input params",
-        &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 },
+        &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, co_base: co_base as u32 },
     );
     let per_image = s.h * s.w.div_ceil(4).div_ceil(tiles.quads);
     let mut entries = vec![params.as_entire_binding(), dy, w, dx];
@@ -215,8 +256,9 @@ pub fn reference(s: ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
                     for ci in 0..s.cin {
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
+                                let Some((iy, ix)) = s.input_at(oy, ox, ky, kx) else { continue };
                                 let wv = w[((co * s.cin + ci) * s.kh + ky) * s.kw + kx] as f64;
-                                dx[((n * s.cin + ci) * s.h + oy + ky) * s.w + ox + kx] += g * wv;
+                                dx[((n * s.cin + ci) * s.h + iy) * s.w + ix] += g * wv;
                             }
                         }
                     }

@@ -1,4 +1,4 @@
-//! conv2d_forward: convolution (stride 1, no padding) with fused bias and optional ReLU.
+//! conv2d_forward: convolution (any stride, zero padding) with fused bias and optional ReLU.
 
 use super::{
     share_across_subgroup, subgroup_sharing, uniform_input, uniform_windows, window_dispatches, with_const, Dispatch,
@@ -16,14 +16,28 @@ pub struct ConvShape {
     pub cout: usize,
     pub kh: usize,
     pub kw: usize,
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
 }
 
 impl ConvShape {
     pub fn oh(&self) -> usize {
-        self.h - self.kh + 1
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
     }
     pub fn ow(&self) -> usize {
-        self.w - self.kw + 1
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    /// Stride 1 and no padding: the shapes the pooled kernels take.
+    pub fn is_plain(&self) -> bool {
+        self.stride == 1 && self.pad == 0
+    }
+    /// The input element (row, column) that output (oy, ox) sees through tap (ky, kx), None in
+    /// the padding.
+    pub fn input_at(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
+        let ix = (ox * self.stride + kx).checked_sub(self.pad)?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
     }
     pub fn input_len(&self) -> usize {
         self.batch * self.cin * self.h * self.w
@@ -44,6 +58,8 @@ impl ConvShape {
             ("COUT", self.cout as f64),
             ("KH", self.kh as f64),
             ("KW", self.kw as f64),
+            ("STRIDE", self.stride as f64),
+            ("PAD", self.pad as f64),
         ];
         c.extend(extra.iter().map(|&(k, v)| (k, v as f64)));
         c
@@ -58,7 +74,8 @@ pub struct Params {
     pub b0: u32,
     /// Images this dispatch covers.
     pub images: u32,
-    pub _pad: u32,
+    /// First output channel of this dispatch (its block of weights is bound from there).
+    pub co_base: u32,
 }
 
 /// Output channels one invocation computes (the shader holds at most 8).
@@ -118,6 +135,27 @@ impl Input {
     }
 }
 
+/// Channels a uniform binding of `[channels, per_channel]` weights holds: all of them when they
+/// fit in 64 KiB, else the largest block that fits, is a multiple of `multiple` and divides
+/// `channels` (so the blocks are equal), whose size in bytes is a multiple of the uniform offset
+/// alignment (so every block can be bound). ResNet-20's 64 -> 64 convolutions: 16 channels.
+pub fn weight_block(gpu: &Gpu, channels: usize, per_channel: usize, multiple: usize) -> usize {
+    let window = (gpu.limits.max_uniform_buffer_binding_size as usize).min(65_536);
+    if channels * per_channel * 4 <= window {
+        return channels;
+    }
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+    (1..channels)
+        .rev()
+        .find(|&c| {
+            channels.is_multiple_of(c)
+                && c.is_multiple_of(multiple)
+                && c * per_channel * 4 <= window
+                && (c * per_channel * 4).is_multiple_of(align)
+        })
+        .unwrap_or_else(|| panic!("no block of {channels} channels of {per_channel} weights fits a uniform binding"))
+}
+
 /// A forward convolution pipeline specialised to one layer's shape (any batch size).
 pub struct Conv2dForward {
     kernel: Kernel,
@@ -126,12 +164,21 @@ pub struct Conv2dForward {
     shape: ConvShape,
     tiles: Tiles,
     shared: bool,
+    /// Output channels per dispatch (see [`weight_block`]).
+    block: usize,
+    bias: bool,
 }
 
 impl Conv2dForward {
     /// `s.batch` is ignored: the batch is chosen per [`Conv2dForward::bind`].
     pub fn new(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
         Self::with_tiles(gpu, s, relu, Tiles { co: co_tile_for(gpu, s.cout), ..Tiles::for_shape(s) })
+    }
+
+    /// Without a bias (`nn.Conv2d(..., bias=False)`): `bind`'s bias view is not read.
+    pub fn without_bias(gpu: &Gpu, s: ConvShape, relu: bool) -> Self {
+        let tiles = Tiles { co: co_tile_for(gpu, s.cout), ..Tiles::for_shape(s) };
+        Self::build(gpu, s, relu, false, tiles, subgroup_sharing(gpu, 64))
     }
 
     /// With an explicit register tiling (tests and tuning).
@@ -142,17 +189,36 @@ impl Conv2dForward {
     /// With an explicit tiling and the choice whether the lanes of a subgroup share their weight
     /// loads (tests run both; sharing needs [`subgroup_sharing`]).
     pub fn with_options(gpu: &Gpu, s: ConvShape, relu: bool, tiles: Tiles, share_weights: bool) -> Self {
+        Self::build(gpu, s, relu, true, tiles, share_weights)
+    }
+
+    fn build(gpu: &Gpu, s: ConvShape, relu: bool, bias: bool, tiles: Tiles, share_weights: bool) -> Self {
         assert!(!share_weights || subgroup_sharing(gpu, 64), "this adapter cannot share loads across subgroups");
         assert!(s.kw <= 13, "conv2d_forward supports kernel widths up to 13");
         assert!(
             tiles.co >= 1 && tiles.quads >= 1 && tiles.quads <= 8 && tiles.co * tiles.quads <= 32,
             "bad tiling {tiles:?}"
         );
+        assert!(
+            (4 * tiles.quads - 1) * s.stride + s.kw <= 44,
+            "conv2d_forward: a row segment of {tiles:?} is too long"
+        );
+        assert!(s.pad < s.kh && s.pad < s.kw, "conv2d_forward: padding must be smaller than the kernel");
+        let per_channel = s.cin * s.kh * s.kw;
+        let block = weight_block(gpu, s.cout, per_channel, tiles.co);
         let src = include_str!("../../shaders/conv2d_forward.wgsl");
-        let src =
-            with_const(&with_const(src, "WEIGHT_VEC4S", s.weight_len().div_ceil(4)), "BIAS_VEC4S", s.cout.div_ceil(4));
+        let src = with_const(
+            &with_const(src, "WEIGHT_VEC4S", (block * per_channel).div_ceil(4)),
+            "BIAS_VEC4S",
+            s.cout.div_ceil(4),
+        );
         let src = if share_weights { share_across_subgroup(&src) } else { src };
-        let constants = s.constants(&[("CO_TILE", tiles.co), ("PXQ", tiles.quads), ("RELU", relu as usize)]);
+        let constants = s.constants(&[
+            ("CO_TILE", tiles.co),
+            ("PXQ", tiles.quads),
+            ("RELU", relu as usize),
+            ("BIAS", bias as usize),
+        ]);
         let build = |name: &'static str, src: &str, x_slot: Slot| {
             Kernel::with_constants(
                 gpu,
@@ -169,7 +235,7 @@ impl Conv2dForward {
             let src = uniform_input(&src, "x", 1, UNIFORM_SLACK_BYTES);
             (build("conv2d_forward.uniform_x", &src, Slot::Uniform), per)
         });
-        Conv2dForward { kernel, windowed, shape: s, tiles, shared: share_weights }
+        Conv2dForward { kernel, windowed, shape: s, tiles, shared: share_weights, block, bias }
     }
 
     /// Whether the lanes of a subgroup share their weight loads (see [`subgroup_sharing`]).
@@ -186,23 +252,30 @@ impl Conv2dForward {
     /// multiple of 4 words (the arena's alignment gives it).
     /// With uniform windows that is one dispatch per window of images (when `x`'s buffer has
     /// the slack; otherwise the storage kernel, one dispatch).
+    /// Without a bias (see [`Conv2dForward::without_bias`]) `b` may be any view.
     pub fn bind(&self, gpu: &Gpu, batch: usize, x: &View, w: &View, b: &View, y: &View) -> Vec<Dispatch> {
         let s = self.shape;
         let per_image = s.oh() * s.ow().div_ceil(4).div_ceil(self.tiles.quads);
-        let (wv, bv) = (w.uniform_vec4s(), b.uniform_vec4s());
+        let per_channel = s.cin * s.kh * s.kw;
+        let bv = if self.bias { b.clone() } else { w.slice(0, s.cout.min(w.len)) }.uniform_vec4s();
         let image_bytes = (4 * s.cin * s.h * s.w) as u64;
-        let dispatch = |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
-            let params = gpu.uniform(
-                "conv2d_forward params",
-                &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 },
-            );
-            kernel.bind(
-                gpu,
-                &[params.as_entire_binding(), xr, wv.resource(), bv.resource(), y.resource()],
-                [(n * per_image).div_ceil(64) as u32, s.cout.div_ceil(self.tiles.co) as u32, 1],
-            )
-        };
-        window_dispatches(self.windowed.as_ref(), &self.kernel, x, batch, image_bytes, dispatch)
+        (0..s.cout)
+            .step_by(self.block)
+            .flat_map(|co_base| {
+                let wv = w.slice(co_base * per_channel, self.block * per_channel).uniform_vec4s();
+                let bv = bv.clone();
+                let dispatch = move |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
+                    let p = Params { batch: batch as u32, b0: b0 as u32, images: n as u32, co_base: co_base as u32 };
+                    let params = gpu.uniform("conv2d_forward params", &p);
+                    kernel.bind(
+                        gpu,
+                        &[params.as_entire_binding(), xr, wv.resource(), bv.resource(), y.resource()],
+                        [(n * per_image).div_ceil(64) as u32, self.block.div_ceil(self.tiles.co) as u32, 1],
+                    )
+                };
+                window_dispatches(self.windowed.as_ref(), &self.kernel, x, batch, image_bytes, dispatch)
+            })
+            .collect()
     }
 }
 
@@ -218,7 +291,8 @@ pub fn reference(s: ConvShape, relu: bool, x: &[f32], w: &[f32], b: &[f32]) -> V
                     for ci in 0..s.cin {
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
-                                let xv = x[((n * s.cin + ci) * s.h + oy + ky) * s.w + ox + kx];
+                                let Some((iy, ix)) = s.input_at(oy, ox, ky, kx) else { continue };
+                                let xv = x[((n * s.cin + ci) * s.h + iy) * s.w + ix];
                                 let wv = w[((co * s.cin + ci) * s.kh + ky) * s.kw + kx];
                                 acc += xv as f64 * wv as f64;
                             }

@@ -36,6 +36,7 @@ impl Conv2dReluMaxpoolForward {
     /// With an explicit number of output channels per invocation (at most 8) and the choice of
     /// sharing weight loads across a subgroup (tests run both).
     pub fn with_options(gpu: &Gpu, s: ConvShape, co_tile: usize, share_weights: bool) -> Self {
+        assert!(s.is_plain(), "conv2d_relu_maxpool_forward takes stride 1 and no padding");
         assert!(s.kw <= 16, "conv2d_relu_maxpool_forward supports kernel widths up to 16");
         assert!(s.oh() >= 2 && s.ow() >= 2, "the 2x2 pool needs a conv output of at least 2x2");
         assert!((1..=8).contains(&co_tile), "1 to 8 output channels per invocation");
@@ -117,7 +118,7 @@ impl Conv2dReluMaxpoolForward {
         let dispatch = |kernel: &Kernel, b0: usize, n: usize, xr: wgpu::BindingResource| {
             let params = gpu.uniform(
                 "conv2d_relu_maxpool_forward params",
-                &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, _pad: 0 },
+                &Params { batch: batch as u32, b0: b0 as u32, images: n as u32, co_base: 0 },
             );
             kernel.bind(
                 gpu,

@@ -18,6 +18,11 @@ impl View {
     pub fn whole(buffer: &wgpu::Buffer) -> View {
         View { buffer: buffer.clone(), offset: 0, len: (buffer.size() / 4) as usize }
     }
+    /// `len` words from word `start` of this view.
+    pub fn slice(&self, start: usize, len: usize) -> View {
+        assert!(start + len <= self.len, "a slice of {len} words from {start} of a {}-word view", self.len);
+        View { buffer: self.buffer.clone(), offset: self.offset + 4 * start as u64, len }
+    }
     pub fn resource(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,

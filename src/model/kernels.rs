@@ -59,11 +59,9 @@ pub(crate) fn op_at(net: &Network, i: usize) -> Option<&Op> {
     net.layers.get(i).map(|l| &l.op)
 }
 
-/// A conv layer's shape for `batch` images (the kernels take stride 1 and no padding).
+/// A conv layer's shape for `batch` images.
 pub fn conv_shape(l: &Layer, batch: usize) -> ConvShape {
-    let Op::Conv2d { cout, kernel, stride, padding, .. } = l.op else { panic!("{} is not a Conv2d", l.name) };
-    assert!(stride == 1 && padding == 0, "{}: the convolution kernels take stride 1 and no padding", l.name);
-    ConvShape { batch, cin: l.input.c, h: l.input.h, w: l.input.w, cout, kh: kernel, kw: kernel }
+    l.conv_shape(batch)
 }
 
 pub fn pool_shape(l: &Layer, batch: usize) -> PoolShape {
@@ -88,7 +86,7 @@ impl NetKernels {
                     let first = i == 0;
                     let relu_next = op_at(net, i + 1) == Some(&Op::Relu);
                     let pool_after_relu = matches!(op_at(net, i + 2), Some(Op::MaxPool2d { kernel: 2, stride: 2 }));
-                    let pooled = (relu_next && pool_after_relu)
+                    let pooled = (relu_next && pool_after_relu && s.is_plain())
                         .then(|| {
                             let backward_weight = Conv2dBackwardWeightPooled::new(gpu, s)?;
                             let backward_input =

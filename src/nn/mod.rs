@@ -57,6 +57,25 @@ pub struct Layer {
     pub output: Shape,
 }
 
+impl Layer {
+    /// A Conv2d layer's shape for `batch` images.
+    pub fn conv_shape(&self, batch: usize) -> crate::kernels::conv2d_forward::ConvShape {
+        let Op::Conv2d { cout, kernel, stride, padding, .. } = self.op else { panic!("{} is not a Conv2d", self.name) };
+        let i = self.input;
+        crate::kernels::conv2d_forward::ConvShape {
+            batch,
+            cin: i.c,
+            h: i.h,
+            w: i.w,
+            cout,
+            kh: kernel,
+            kw: kernel,
+            stride,
+            pad: padding,
+        }
+    }
+}
+
 /// What a `state_dict` entry is to training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {

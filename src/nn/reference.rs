@@ -53,9 +53,7 @@ pub struct StepResult {
 }
 
 fn conv_shape(l: &Layer, batch: usize) -> ConvShape {
-    let Op::Conv2d { cout, kernel, stride, padding, .. } = l.op else { unreachable!("{} is not a Conv2d", l.name) };
-    assert!(stride == 1 && padding == 0, "{}: the convolution kernels take stride 1 and no padding", l.name);
-    ConvShape { batch, cin: l.input.c, h: l.input.h, w: l.input.w, cout, kh: kernel, kw: kernel }
+    l.conv_shape(batch)
 }
 
 fn pool_shape(l: &Layer, batch: usize) -> PoolShape {

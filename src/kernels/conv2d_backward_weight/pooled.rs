@@ -32,6 +32,7 @@ impl Conv2dBackwardWeightPooled {
     /// None where this adapter does not run the fused kernel.
     pub fn new(gpu: &Gpu, s: ConvShape) -> Option<Self> {
         assert!(s.kw <= 16, "conv2d_backward_weight supports kernel widths up to 16");
+        assert!(s.is_plain(), "the pooled kernels take stride 1 and no padding");
         if !(Conv2dBackwardWeight::subgroups_usable(gpu) && subgroup_sharing(gpu, 8)) {
             return None;
         }

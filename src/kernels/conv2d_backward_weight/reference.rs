@@ -16,7 +16,8 @@ pub fn reference(s: ConvShape, dy: &[f32], x: &[f32]) -> (Vec<f32>, Vec<f32>) {
                     for ci in 0..s.cin {
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
-                                let xv = x[((n * s.cin + ci) * s.h + oy + ky) * s.w + ox + kx] as f64;
+                                let Some((iy, ix)) = s.input_at(oy, ox, ky, kx) else { continue };
+                                let xv = x[((n * s.cin + ci) * s.h + iy) * s.w + ix] as f64;
                                 dw[((co * s.cin + ci) * s.kh + ky) * s.kw + kx] += g * xv;
                             }
                         }

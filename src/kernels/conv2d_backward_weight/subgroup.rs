@@ -22,7 +22,7 @@ pub(super) fn pooled_run_length(ow: usize) -> usize {
 pub(super) fn subgroup_source(s: ConvShape, run: usize) -> String {
     let src = include_str!("../../../shaders/conv2d_backward_weight_subgroup.wgsl");
     let co_tile = Conv2dBackwardWeight::co_tile(s, true);
-    let sizes = [("CO_N", co_tile), ("KW_N", s.kw), ("SEG_N", run + s.kw - 1)];
+    let sizes = [("CO_N", co_tile), ("KW_N", s.kw), ("SEG_N", (run - 1) * s.stride + s.kw)];
     let src = sizes.iter().fold(src.to_string(), |src, &(name, n)| with_const(&src, name, n));
     unroll(&unroll(&src, "t", "CO_TILE", co_tile), "r", "ROUNDS", s.ow().div_ceil(run))
 }
