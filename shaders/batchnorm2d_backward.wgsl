@@ -8,6 +8,9 @@
 
 override CHANNELS: u32;
 override PLANE: u32;
+// dy is the grad at the ReLU after the layer, not yet masked: dy counts where y (that ReLU's
+// output) is positive. Without it `y` is bound to any buffer and not read.
+override MASK: bool = false;
 
 struct Params { batch: u32, _p0: u32, _p1: u32, _p2: u32 }
 
@@ -19,6 +22,12 @@ struct Params { batch: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(5) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dbeta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(8) var<storage, read> y: array<f32>;
+
+fn grad(o: u32) -> f32 {
+    if (MASK) { return select(0.0, dy[o], y[o] > 0.0); }
+    return dy[o];
+}
 
 const LANES: u32 = 64u;
 var<workgroup> red_g: array<f32, 64>;
@@ -38,7 +47,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     var sb = 0.0;
     for (var i = lid; i < count; i += LANES) {
         let o = at(c, i);
-        let g = dy[o];
+        let g = grad(o);
         sb += g;
         sg += g * (x[o] - mean) * invstd;
     }
@@ -63,6 +72,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     for (var i = lid; i < count; i += LANES) {
         let o = at(c, i);
         let x_hat = (x[o] - mean) * invstd;
-        dx[o] = k * (dy[o] - db * inv_n - x_hat * dg * inv_n);
+        dx[o] = k * (grad(o) - db * inv_n - x_hat * dg * inv_n);
     }
 }

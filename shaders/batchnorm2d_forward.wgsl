@@ -11,6 +11,9 @@
 override CHANNELS: u32;
 override PLANE: u32;
 override RELU: bool;
+// y = BN(x) + res (then the ReLU): a residual block's join, in the same pass. Without it `res`
+// is bound to any buffer and not read.
+override RESIDUAL: bool = false;
 
 struct Params { batch: u32, train: u32, momentum: f32, eps: f32 }
 
@@ -22,6 +25,7 @@ struct Params { batch: u32, train: u32, momentum: f32, eps: f32 }
 @group(0) @binding(5) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(6) var<storage, read_write> saved: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read> res: array<f32>;
 
 const LANES: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
@@ -80,6 +84,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     for (var i = lid; i < count; i += LANES) {
         let o = at(c, i);
         var v = (x[o] - mean) * scale + shift;
+        if (RESIDUAL) { v += res[o]; }
         if (RELU) { v = max(v, 0.0); }
         y[o] = v;
     }

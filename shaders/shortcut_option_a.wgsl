@@ -11,6 +11,8 @@ override PAD: u32;
 override COUT: u32 = CIN + 2u * PAD;
 override OH: u32 = (H + STRIDE - 1u) / STRIDE;
 override OW: u32 = (W + STRIDE - 1u) / STRIDE;
+// backward: dx += (the block's input also feeds its first convolution, whose grad came first).
+override ACCUMULATE: bool = false;
 
 struct Params { total: u32, _p0: u32, _p1: u32, _p2: u32 }
 
@@ -48,5 +50,9 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (ix % STRIDE == 0u && iy % STRIDE == 0u) {
         g = src[((n * COUT + c + PAD) * OH + iy / STRIDE) * OW + ix / STRIDE];
     }
-    dst[i] = g;
+    if (ACCUMULATE) {
+        dst[i] = dst[i] + g;
+    } else {
+        dst[i] = g;
+    }
 }

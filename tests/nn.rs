@@ -1,6 +1,7 @@
 //! Networks as data: the descriptions' `state_dict` against PyTorch's modules (names, shapes,
-//! kinds, init), and the CPU interpreter of a description for LeNet-5-BN against directional
-//! derivatives of its loss and PyTorch's running-statistics rule.
+//! kinds, init), and the CPU interpreter of a description for LeNet-5-BN and a small residual
+//! network (both kinds of shortcut, a stride-2 convolution, global average pooling) against
+//! directional derivatives of its loss and PyTorch's running-statistics rule.
 
 mod common;
 use common::Rng;
@@ -109,10 +110,77 @@ fn init(net: &nn::Network, arena: &Arena, seed: u64) -> Vec<f32> {
                 let b = 1.0 / (fan_in as f32).sqrt();
                 v.iter_mut().for_each(|x| *x = r.uniform(-b, b));
             }
+            // Same variance as N(0, 2 / fan_in).
+            Init::KaimingNormal { fan_in } => {
+                let b = (6.0 / fan_in as f32).sqrt();
+                v.iter_mut().for_each(|x| *x = r.uniform(-b, b));
+            }
             Init::Constant(c) => v.fill(c),
         }
     }
     w
+}
+
+/// Along a unit direction following the gradient's sign, the central difference of the mean
+/// loss must equal <grad, d>, for every tensor `check` names (as in gradcheck.rs).
+fn check_directional_derivatives(
+    net: &nn::Network,
+    arena: &Arena,
+    w: &[f32],
+    x: &[f32],
+    labels: &[u32],
+    check: impl Fn(&str) -> bool,
+    r: &mut Rng,
+) {
+    let batch = labels.len();
+    let fresh = interp::State::new(net);
+    let loss =
+        |w: &[f32]| interp::step(net, arena, w, &mut fresh.clone(), x, labels, batch, true).loss_sum / batch as f64;
+    let g = interp::step(net, arena, w, &mut fresh.clone(), x, labels, batch, true).grads;
+    for t in arena.tensors.iter().filter(|t| check(&t.name)) {
+        let grad = arena.slice(&g, &t.name);
+        let mut d: Vec<f32> = grad.iter().map(|&v| v.signum() * r.uniform(0.5, 1.0)).collect();
+        let norm = d.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt() as f32;
+        d.iter_mut().for_each(|e| *e /= norm);
+        let analytic: f64 = grad.iter().zip(&d).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let eps = 5e-5f32;
+        let shifted = |sign: f32| {
+            let mut v = w.to_vec();
+            for (x, &e) in arena.slice_mut(&mut v, &t.name).iter_mut().zip(&d) {
+                *x += sign * eps * e;
+            }
+            loss(&v)
+        };
+        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+        let err = (numeric - analytic).abs() / analytic.abs();
+        assert!(err < 2e-2, "{}: directional derivative numeric {numeric} vs analytic {analytic} ({err:e})", t.name);
+    }
+}
+
+#[test]
+fn a_residual_networks_reference_gradients_match_directional_derivatives() {
+    // ResNet-20's pieces at a size the f64 interpreter takes in a moment: a stem, an identity
+    // block (the input's grad from both branches), a block with stride 2 and the option-A
+    // shortcut to 6 channels, global average pooling, fc.
+    let b = nn::Builder::new("small-resnet", nn::Shape { c: 3, h: 7, w: 7 })
+        .kaiming()
+        .conv2d("conv1", 4, 3, 1, 1, false)
+        .batch_norm2d("bn1")
+        .relu("relu");
+    let b = nn::basic_block(b.pp("layer1"), 4, 1).up();
+    let b = nn::basic_block(b.pp("layer2"), 6, 2).up();
+    let net = b.global_avg_pool("avgpool").flatten("flatten").linear("fc", 10, true).build();
+    assert_eq!(net.layers.iter().filter(|l| l.op == nn::Op::Add).count(), 2);
+    let arena = layout(&net);
+    let mut w = init(&net, &arena, 21);
+    let mut r = Rng(22);
+    for t in arena.tensors.iter().filter(|t| t.name.contains("bn")) {
+        arena.slice_mut(&mut w, &t.name).iter_mut().for_each(|v| *v += r.uniform(-0.3, 0.3));
+    }
+    let batch = 3;
+    let x = r.vec(batch * 3 * 7 * 7, -1.0, 1.0);
+    let labels: Vec<u32> = (0..batch).map(|_| r.below(10)).collect();
+    check_directional_derivatives(&net, &arena, &w, &x, &labels, |_| true, &mut r);
 }
 
 #[test]

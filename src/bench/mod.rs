@@ -352,7 +352,7 @@ impl Checks<'_> {
     }
 
     /// The reference value of a schedule tensor: a layer's output, or `d_<name>`, the grad at it
-    /// (for a ReLU's output, masked by it: the grad at the ReLU's input).
+    /// (for a ReLU whose reader applies its mask, masked by it: the grad at the ReLU's input).
     fn tensor(&self, t: &str) -> Vec<f32> {
         let Some(d) = t.strip_prefix("d_") else { return self.want.outputs[self.index(t)].clone() };
         let j = self.index(d);
@@ -365,24 +365,39 @@ impl Checks<'_> {
             )
             .0;
         }
-        let at = if self.network.layers[j].op == Op::Relu { j } else { j + 1 };
-        self.want.input_grads[at].clone()
+        let l = &self.network.layers[j];
+        match (l.op == Op::Relu && self.network.relu_masked_by_reader(j), l.inputs[0]) {
+            (true, crate::nn::Source::Layer(i)) => self.want.output_grads[i].clone(),
+            _ => self.want.output_grads[j].clone(),
+        }
     }
 
-    /// The tensor feeding layer `l` (a Flatten is a view of its input).
-    fn input_of(&self, l: usize) -> String {
-        self.network.layers[..l]
-            .iter()
-            .rev()
-            .find(|x| x.op != Op::Flatten)
-            .map(|x| x.name.clone())
-            .unwrap_or("x".into())
+    /// The tensor input `k` of layer `l` reads (a Flatten is a view of its input), if a layer's.
+    fn input_of(&self, l: usize, k: usize) -> Option<usize> {
+        match self.network.layers[l].inputs[k] {
+            crate::nn::Source::Image => None,
+            crate::nn::Source::Layer(j) if self.network.layers[j].op == Op::Flatten => self.input_of(j, 0),
+            crate::nn::Source::Layer(j) => Some(j),
+        }
     }
 
-    /// What a backward stage writes: parameter grads, and the grad of a tensor.
+    /// The grad a stage of layer `l` writes at its input `k`, where it is complete after the
+    /// stage: no earlier layer reads the same tensor (its grad would be added later).
+    fn complete_grad(&self, l: usize, k: usize) -> Option<String> {
+        let j = self.input_of(l, k)?;
+        let readers = self.network.consumers(j);
+        readers.iter().all(|&r| r >= l).then(|| format!("d_{}", self.network.layers[j].name))
+    }
+
+    /// What a backward stage writes: parameter grads, and the grad of a tensor (None where a
+    /// later stage adds to it).
     fn backward_writes(&self, stage: &str, has_stage: &dyn Fn(&str) -> bool) -> (Vec<String>, Option<String>) {
         let both = |l: &str| vec![format!("{l}.weight"), format!("{l}.bias")];
-        let input_grad = |l: &str| Some(format!("d_{}", self.input_of(self.index(l))));
+        let input_grad = |l: &str| self.complete_grad(self.index(l), 0);
+        if let Some(bn) = stage.strip_suffix("_relu_backward") {
+            // A residual join's ReLU: the masked grad, the residual's (the Add's second input).
+            return (vec![], self.complete_grad(self.index(bn) + 1, 1));
+        }
         if let Some(l) = stage.strip_suffix("_weight_grad") {
             let separate_bias = has_stage(&format!("{l}_bias_grad"));
             return (if separate_bias { vec![format!("{l}.weight")] } else { both(l) }, None);
@@ -391,7 +406,8 @@ impl Checks<'_> {
             return (vec![format!("{l}.bias")], None);
         }
         if let Some(l) = stage.strip_suffix("_backward_weight") {
-            return (both(l), None);
+            let has_bias = matches!(self.network.layers[self.index(l)].op, Op::Conv2d { bias: true, .. });
+            return (if has_bias { both(l) } else { vec![format!("{l}.weight")] }, None);
         }
         if let Some(l) = stage.strip_suffix("_input_grad").or_else(|| stage.strip_suffix("_backward_input")) {
             return (vec![], input_grad(l));

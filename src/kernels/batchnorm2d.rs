@@ -55,6 +55,20 @@ pub struct BatchNorm2d {
     pub shape: BnShape,
     forward: Kernel,
     backward: Kernel,
+    residual: bool,
+    mask: bool,
+}
+
+/// What a BatchNorm2d kernel pair does around the normalisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BnFusion {
+    /// A ReLU after it, in the forward.
+    pub relu: bool,
+    /// A residual added before that ReLU (`relu(bn(x) + res)`), in the forward.
+    pub residual: bool,
+    /// The backward applies the ReLU's mask to dy itself (taken from y), rather than receiving
+    /// dy masked.
+    pub mask: bool,
 }
 
 /// The buffers a layer's forward reads and writes besides x and y.
@@ -69,11 +83,22 @@ pub struct BnState<'a> {
 
 impl BatchNorm2d {
     pub fn new(gpu: &Gpu, shape: BnShape, relu: bool) -> Self {
+        Self::fused(gpu, shape, BnFusion { relu, ..Default::default() })
+    }
+
+    pub fn fused(gpu: &Gpu, shape: BnShape, f: BnFusion) -> Self {
         let mut fc = shape.constants();
-        fc.push(("RELU", if relu { 1.0 } else { 0.0 }));
+        fc.push(("RELU", f.relu as u8 as f64));
+        fc.push(("RESIDUAL", f.residual as u8 as f64));
+        let name = match (f.residual, f.relu) {
+            (true, true) => "batchnorm2d_add_relu_forward",
+            (true, false) => "batchnorm2d_add_forward",
+            (false, true) => "batchnorm2d_relu_forward",
+            (false, false) => "batchnorm2d_forward",
+        };
         let forward = Kernel::with_constants(
             gpu,
-            if relu { "batchnorm2d_relu_forward" } else { "batchnorm2d_forward" },
+            name,
             include_str!("../../shaders/batchnorm2d_forward.wgsl"),
             "main",
             &[
@@ -85,12 +110,15 @@ impl BatchNorm2d {
                 Slot::ReadWrite,
                 Slot::ReadWrite,
                 Slot::ReadWrite,
+                Slot::Read,
             ],
             &fc,
         );
+        let mut bc = shape.constants();
+        bc.push(("MASK", f.mask as u8 as f64));
         let backward = Kernel::with_constants(
             gpu,
-            "batchnorm2d_backward",
+            if f.mask { "batchnorm2d_relu_backward" } else { "batchnorm2d_backward" },
             include_str!("../../shaders/batchnorm2d_backward.wgsl"),
             "main",
             &[
@@ -102,15 +130,32 @@ impl BatchNorm2d {
                 Slot::ReadWrite,
                 Slot::ReadWrite,
                 Slot::ReadWrite,
+                Slot::Read,
             ],
-            &shape.constants(),
+            &bc,
         );
-        BatchNorm2d { shape, forward, backward }
+        BatchNorm2d { shape, forward, backward, residual: f.residual, mask: f.mask }
     }
 
     /// y = BN(x) (then ReLU where built with it) for `batch` images; `train` uses and saves the
     /// batch statistics and updates the running ones, else the running statistics are used.
     pub fn bind_forward(&self, gpu: &Gpu, batch: usize, train: bool, x: &View, s: &BnState, y: &View) -> Dispatch {
+        assert!(!self.residual, "a residual BatchNorm2d binds its residual: bind_forward_residual");
+        self.bind_forward_residual(gpu, batch, train, x, x, s, y)
+    }
+
+    /// y = BN(x) + res (then ReLU) where built with a residual (`res` is not read otherwise).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_forward_residual(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        train: bool,
+        x: &View,
+        res: &View,
+        s: &BnState,
+        y: &View,
+    ) -> Dispatch {
         let params = gpu.uniform(
             "batchnorm2d_forward params",
             &ForwardParams { batch: batch as u32, train: train as u32, momentum: MOMENTUM, eps: EPS },
@@ -126,6 +171,7 @@ impl BatchNorm2d {
                 s.running_var.resource(),
                 s.saved.resource(),
                 y.resource(),
+                res.resource(),
             ],
             [self.shape.channels as u32, 1, 1],
         )
@@ -146,6 +192,25 @@ impl BatchNorm2d {
         dbeta: &View,
         dx: &View,
     ) -> Dispatch {
+        assert!(!self.mask, "a masking BatchNorm2d backward binds its ReLU's output: bind_backward_masked");
+        self.bind_backward_masked(gpu, batch, x, dy, dy, gamma, saved, dgamma, dbeta, dx)
+    }
+
+    /// As [`BatchNorm2d::bind_backward`], dy masked by `y > 0` where built with the mask.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind_backward_masked(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        x: &View,
+        dy: &View,
+        y: &View,
+        gamma: &View,
+        saved: &View,
+        dgamma: &View,
+        dbeta: &View,
+        dx: &View,
+    ) -> Dispatch {
         let params = gpu.uniform("batchnorm2d_backward params", &BackwardParams { batch: batch as u32, _pad: [0; 3] });
         self.backward.bind(
             gpu,
@@ -158,6 +223,7 @@ impl BatchNorm2d {
                 dgamma.resource(),
                 dbeta.resource(),
                 dx.resource(),
+                y.resource(),
             ],
             [self.shape.channels as u32, 1, 1],
         )

@@ -49,6 +49,15 @@ pub struct ShortcutOptionA {
 
 impl ShortcutOptionA {
     pub fn new(gpu: &Gpu, s: ShortcutShape) -> Self {
+        Self::build(gpu, s, false)
+    }
+
+    /// With a backward that adds its grad to what dx holds.
+    pub fn accumulating(gpu: &Gpu, s: ShortcutShape) -> Self {
+        Self::build(gpu, s, true)
+    }
+
+    fn build(gpu: &Gpu, s: ShortcutShape, accumulate: bool) -> Self {
         let source = include_str!("../../shaders/shortcut_option_a.wgsl");
         let slots = [Slot::Uniform, Slot::Read, Slot::ReadWrite];
         let constants = [
@@ -57,6 +66,7 @@ impl ShortcutOptionA {
             ("W", s.w as f64),
             ("STRIDE", s.stride as f64),
             ("PAD", s.pad as f64),
+            ("ACCUMULATE", accumulate as u8 as f64),
         ];
         let make = |name, entry| Kernel::with_constants(gpu, name, source, entry, &slots, &constants);
         ShortcutOptionA {

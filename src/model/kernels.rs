@@ -3,7 +3,10 @@
 //! here, per adapter (the kernels' own `new` says whether the adapter runs them).
 
 use crate::gpu::Gpu;
-use crate::kernels::batchnorm2d::{BatchNorm2d, BnShape};
+use crate::kernels::batchnorm2d::{BatchNorm2d, BnFusion, BnShape};
+use crate::kernels::global_avg_pool::GlobalAvgPool;
+use crate::kernels::relu::Relu;
+use crate::kernels::shortcut_option_a::ShortcutOptionA;
 use crate::kernels::bias_grad::BiasGrad;
 use crate::kernels::conv2d_backward_input::{Conv2dBackwardInput, Conv2dBackwardInputPooled};
 use crate::kernels::conv2d_backward_weight::{Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
@@ -15,7 +18,7 @@ use crate::kernels::maxpool2d_forward::{Maxpool2dForward, PoolShape};
 use crate::kernels::sgd_momentum::SgdMomentum;
 use crate::kernels::softmax_cross_entropy::SoftmaxCrossEntropy;
 use crate::nn::StepRule;
-use crate::nn::{Layer, Network, Op};
+use crate::nn::{Layer, Network, Op, Source};
 
 /// A conv + ReLU + 2x2 max-pool forward as one kernel writing the masked argmax, and the conv's
 /// gradients taken from the pool's output grad and that argmax (the pool's backward fused in),
@@ -36,12 +39,15 @@ pub struct ConvKernels {
     pub pooled: Option<PooledConv>,
 }
 
-/// One layer's kernels (the ReLU, Flatten and Linear layers have none of their own: the GEMM
-/// serves every Linear).
+/// One layer's kernels (the ReLU, Flatten, Add and Linear layers have none of their own: ReLUs
+/// and Adds are fused into their neighbours, the GEMM serves every Linear).
 pub enum LayerKernels {
     Conv(Box<ConvKernels>),
-    BatchNorm(BatchNorm2d),
+    /// With what it is fused with (a ReLU, a residual add).
+    BatchNorm(BatchNorm2d, BnFusion),
     Pool { forward: Maxpool2dForward, backward: Maxpool2dBackward },
+    Shortcut(ShortcutOptionA),
+    GlobalAvgPool(GlobalAvgPool),
     None,
 }
 
@@ -52,11 +58,29 @@ pub struct NetKernels {
     pub bias_grad: BiasGrad,
     pub softmax: SoftmaxCrossEntropy,
     pub sgd: SgdMomentum,
+    /// The ReLU's backward where its mask is not applied inside another kernel (a residual
+    /// block's last ReLU, whose masked grad both branches read).
+    pub relu: Relu,
 }
 
 /// The op of layer `i`, if there is one.
 pub(crate) fn op_at(net: &Network, i: usize) -> Option<&Op> {
     net.layers.get(i).map(|l| &l.op)
+}
+
+/// What BatchNorm layer `i` is fused with: the ReLU after it (its mask applied by the backward
+/// itself unless the ReLU's reader applies it), or a residual Add and the ReLU after that (whose
+/// mask a ReLU backward applies, writing the grad both branches read).
+pub fn bn_fusion(net: &Network, i: usize) -> BnFusion {
+    let relu_after = |j: usize| net.only_next(j, |op| *op == Op::Relu);
+    let add = net.only_next(i, |op| *op == Op::Add) && net.layers[i + 1].inputs[0] == Source::Layer(i);
+    if add {
+        assert!(relu_after(i + 1), "{}: an Add must be followed by a ReLU", net.layers[i + 1].name);
+        BnFusion { relu: true, residual: true, mask: false }
+    } else {
+        let relu = relu_after(i);
+        BnFusion { relu, residual: false, mask: relu && !net.relu_masked_by_reader(i + 1) }
+    }
 }
 
 /// A conv layer's shape for `batch` images.
@@ -81,10 +105,10 @@ impl NetKernels {
             .iter()
             .enumerate()
             .map(|(i, l)| match l.op {
-                Op::Conv2d { .. } => {
+                Op::Conv2d { bias, .. } => {
                     let s = conv_shape(l, 0);
-                    let first = i == 0;
-                    let relu_next = op_at(net, i + 1) == Some(&Op::Relu);
+                    let first = l.inputs[0] == Source::Image;
+                    let relu_next = net.only_next(i, |op| *op == Op::Relu);
                     let pool_after_relu = matches!(op_at(net, i + 2), Some(Op::MaxPool2d { kernel: 2, stride: 2 }));
                     let pooled = (relu_next && pool_after_relu && s.is_plain())
                         .then(|| {
@@ -98,16 +122,35 @@ impl NetKernels {
                             })
                         })
                         .flatten();
+                    let forward =
+                        if bias { Conv2dForward::new(gpu, s, relu_next) } else { Conv2dForward::without_bias(gpu, s, relu_next) };
+                    let backward_input = (!first).then(|| {
+                        if net.grad_accumulates(i) {
+                            Conv2dBackwardInput::accumulating(gpu, s)
+                        } else {
+                            Conv2dBackwardInput::new(gpu, s)
+                        }
+                    });
                     LayerKernels::Conv(Box::new(ConvKernels {
-                        forward: Conv2dForward::new(gpu, s, relu_next),
+                        forward,
                         backward_weight: Conv2dBackwardWeight::new(gpu, s),
-                        backward_input: (!first).then(|| Conv2dBackwardInput::new(gpu, s)),
+                        backward_input,
                         pooled,
                     }))
                 }
                 Op::BatchNorm2d => {
-                    LayerKernels::BatchNorm(BatchNorm2d::new(gpu, bn_shape(l), op_at(net, i + 1) == Some(&Op::Relu)))
+                    let f = bn_fusion(net, i);
+                    LayerKernels::BatchNorm(BatchNorm2d::fused(gpu, bn_shape(l), f), f)
                 }
+                Op::ShortcutA { .. } => {
+                    let s = crate::nn::reference::shortcut_shape(l);
+                    LayerKernels::Shortcut(if net.grad_accumulates(i) {
+                        ShortcutOptionA::accumulating(gpu, s)
+                    } else {
+                        ShortcutOptionA::new(gpu, s)
+                    })
+                }
+                Op::GlobalAvgPool => LayerKernels::GlobalAvgPool(GlobalAvgPool::new(gpu, l.input.h, l.input.w)),
                 Op::MaxPool2d { .. } => {
                     let s = pool_shape(l, 0);
                     // The ReLU before the pool is applied to the pool's backward (its mask).
@@ -117,7 +160,7 @@ impl NetKernels {
                         backward: Maxpool2dBackward::new(gpu, s, relu_before),
                     }
                 }
-                Op::Relu | Op::Flatten | Op::Linear { .. } => LayerKernels::None,
+                Op::Relu | Op::Flatten | Op::Linear { .. } | Op::Add => LayerKernels::None,
             })
             .collect();
         NetKernels {
@@ -126,6 +169,7 @@ impl NetKernels {
             bias_grad: BiasGrad::new(gpu),
             softmax: SoftmaxCrossEntropy::new(gpu, rule.label_smoothing),
             sgd: SgdMomentum::new(gpu, rule.sgd),
+            relu: Relu::new(gpu),
         }
     }
 

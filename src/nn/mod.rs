@@ -1,6 +1,8 @@
 //! Networks as data: a network is a list of layers with PyTorch's module names and
-//! hyperparameters (Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear), built the way the
-//! PyTorch module is written. From it follow the `state_dict` (names, shapes, and which entries
+//! hyperparameters (Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear, and for residual
+//! networks Add, the option-A shortcut and global average pooling), each reading the outputs of
+//! earlier layers (a chain, or a small graph where a residual block branches and joins), built
+//! the way the PyTorch module is written. From it follow the `state_dict` (names, shapes, and which entries
 //! are trained, running statistics or counters), the initialisation, and the CPU reference of a
 //! training step (`reference`). Names are scoped as candle's `vb.pp` does, so a residual block's
 //! parameters come out as `layer1.0.bn1.weight`.
@@ -45,16 +47,30 @@ pub enum Op {
     MaxPool2d { kernel: usize, stride: usize },
     Flatten,
     Linear { out: usize, bias: bool },
+    /// The sum of its two inputs (a residual block's join).
+    Add,
+    /// ResNet's option-A shortcut: `F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad))`.
+    ShortcutA { stride: usize, pad: usize },
+    /// `F.adaptive_avg_pool2d(x, 1)`: C x 1 x 1.
+    GlobalAvgPool,
+}
+
+/// Where a layer's input comes from: the network's input image, or an earlier layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Image,
+    Layer(usize),
 }
 
 /// A layer of a network: its module name (the prefix of its `state_dict` entries), what it
-/// does, and the shapes it takes and gives.
+/// does, the shapes it takes and gives, and where its inputs come from (one, two for an Add).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
     pub name: String,
     pub op: Op,
     pub input: Shape,
     pub output: Shape,
+    pub inputs: Vec<Source>,
 }
 
 impl Layer {
@@ -87,13 +103,15 @@ pub enum ParamKind {
     Counter,
 }
 
-/// How a parameter starts (PyTorch's defaults).
+/// How a parameter starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
-    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)): Conv2d and Linear weights and biases.
-    Uniform {
-        fan_in: usize,
-    },
+    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for Conv2d and Linear weights and
+    /// biases.
+    Uniform { fan_in: usize },
+    /// N(0, 2/fan_in): `nn.init.kaiming_normal_`, which ResNet-20 applies to its conv and linear
+    /// weights.
+    KaimingNormal { fan_in: usize },
     Constant(f32),
 }
 
@@ -106,12 +124,14 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
-/// A network: its name as `--model` spells it, its input, and its layers in order.
+/// A network: its name as `--model` spells it, its input, its layers in order (each reading
+/// only earlier ones; the last gives the logits), and whether its weights start Kaiming-normal.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Network {
     pub model: &'static str,
     pub input: Shape,
     pub layers: Vec<Layer>,
+    pub kaiming: bool,
 }
 
 impl Network {
@@ -125,7 +145,8 @@ impl Network {
                 Op::Conv2d { cout, kernel, bias, .. } => {
                     let fan_in = l.input.c * kernel * kernel;
                     let init = Init::Uniform { fan_in };
-                    add(format!("{n}.weight"), vec![cout, l.input.c, kernel, kernel], ParamKind::Trainable, init);
+                    let winit = if self.kaiming { Init::KaimingNormal { fan_in } } else { init };
+                    add(format!("{n}.weight"), vec![cout, l.input.c, kernel, kernel], ParamKind::Trainable, winit);
                     if bias {
                         add(format!("{n}.bias"), vec![cout], ParamKind::Trainable, init);
                     }
@@ -139,13 +160,15 @@ impl Network {
                     add(format!("{n}.num_batches_tracked"), vec![], ParamKind::Counter, Init::Constant(0.0));
                 }
                 Op::Linear { out, bias } => {
-                    let init = Init::Uniform { fan_in: l.input.len() };
-                    add(format!("{n}.weight"), vec![out, l.input.len()], ParamKind::Trainable, init);
+                    let fan_in = l.input.len();
+                    let init = Init::Uniform { fan_in };
+                    let winit = if self.kaiming { Init::KaimingNormal { fan_in } } else { init };
+                    add(format!("{n}.weight"), vec![out, fan_in], ParamKind::Trainable, winit);
                     if bias {
                         add(format!("{n}.bias"), vec![out], ParamKind::Trainable, init);
                     }
                 }
-                Op::Relu | Op::MaxPool2d { .. } | Op::Flatten => {}
+                Op::Relu | Op::MaxPool2d { .. } | Op::Flatten | Op::Add | Op::ShortcutA { .. } | Op::GlobalAvgPool => {}
             }
         }
         v
@@ -174,6 +197,37 @@ impl Network {
     pub fn output(&self) -> Shape {
         self.layers.last().map(|l| l.output).unwrap_or(self.input)
     }
+
+    /// The layers reading layer `i`'s output, in order.
+    pub fn consumers(&self, i: usize) -> Vec<usize> {
+        (0..self.layers.len()).filter(|&j| self.layers[j].inputs.contains(&Source::Layer(i))).collect()
+    }
+
+    /// Whether layer `i + 1` exists, does `op` and is the only reader of layer `i`'s output (so
+    /// the two can run as one kernel).
+    pub fn only_next(&self, i: usize, op: impl Fn(&Op) -> bool) -> bool {
+        self.layers.get(i + 1).is_some_and(|l| op(&l.op)) && self.consumers(i) == [i + 1]
+    }
+
+    /// Whether the grad layer `i` sends to its (first) input adds to one already there: a later
+    /// layer reads the same tensor, and the backward pass, running in reverse, reached it first.
+    pub fn grad_accumulates(&self, i: usize) -> bool {
+        let s = self.layers[i].inputs[0];
+        s != Source::Image && self.layers[i + 1..].iter().any(|l| l.inputs.contains(&s))
+    }
+
+    /// Whether the ReLU at layer `r` has its mask applied by the layer reading it (a max-pool's
+    /// backward, a Linear's input grad) rather than by the kernel it is fused into.
+    pub fn relu_masked_by_reader(&self, r: usize) -> bool {
+        self.only_next(r, |op| matches!(op, Op::MaxPool2d { .. } | Op::Linear { .. }))
+    }
+}
+
+/// A point of the network being built that a later layer can read (a residual block's input).
+#[derive(Clone, Copy, Debug)]
+pub struct Tap {
+    source: Source,
+    shape: Shape,
 }
 
 /// Builds a network layer by layer, each layer's input the previous one's output, with names
@@ -182,13 +236,33 @@ pub struct Builder {
     model: &'static str,
     input: Shape,
     shape: Shape,
+    current: Source,
     prefix: String,
     layers: Vec<Layer>,
+    kaiming: bool,
 }
 
 impl Builder {
     pub fn new(model: &'static str, input: Shape) -> Builder {
-        Builder { model, input, shape: input, prefix: String::new(), layers: Vec::new() }
+        let (prefix, layers) = (String::new(), Vec::new());
+        Builder { model, input, shape: input, current: Source::Image, prefix, layers, kaiming: false }
+    }
+
+    /// Conv and linear weights start Kaiming-normal (biases and BatchNorm as PyTorch's default).
+    pub fn kaiming(mut self) -> Builder {
+        self.kaiming = true;
+        self
+    }
+
+    /// The tensor the next layer would read.
+    pub fn tap(&self) -> Tap {
+        Tap { source: self.current, shape: self.shape }
+    }
+
+    /// The next layer reads `t` instead (a residual block's second branch).
+    pub fn from(mut self, t: Tap) -> Builder {
+        (self.current, self.shape) = (t.source, t.shape);
+        self
     }
 
     /// The same builder with `name.` added to the names of the layers it adds next, until `up`.
@@ -207,10 +281,16 @@ impl Builder {
         self
     }
 
-    fn push(mut self, name: &str, op: Op, output: Shape) -> Builder {
+    fn push(self, name: &str, op: Op, output: Shape) -> Builder {
+        let input = vec![self.current];
+        self.push_with(name, op, output, input)
+    }
+
+    fn push_with(mut self, name: &str, op: Op, output: Shape, inputs: Vec<Source>) -> Builder {
         let name = format!("{}{name}", self.prefix);
-        self.layers.push(Layer { name, op, input: self.shape, output });
+        self.layers.push(Layer { name, op, input: self.shape, output, inputs });
         self.shape = output;
+        self.current = Source::Layer(self.layers.len() - 1);
         self
     }
 
@@ -244,8 +324,26 @@ impl Builder {
         self.push(name, Op::Linear { out, bias }, Shape { c: out, h: 1, w: 1 })
     }
 
+    /// The sum of the current tensor and `other` (of the same shape).
+    pub fn add(self, name: &str, other: Tap) -> Builder {
+        assert_eq!(self.shape, other.shape, "{name}: an Add of two shapes");
+        let (s, inputs) = (self.shape, vec![self.current, other.source]);
+        self.push_with(name, Op::Add, s, inputs)
+    }
+    /// The option-A shortcut to `cout` channels at `stride`.
+    pub fn shortcut_a(self, name: &str, cout: usize, stride: usize) -> Builder {
+        let s = self.shape;
+        assert!(cout >= s.c && (cout - s.c) % 2 == 0, "{name}: option A pads channels evenly on both sides");
+        let out = Shape { c: cout, h: s.h.div_ceil(stride), w: s.w.div_ceil(stride) };
+        self.push(name, Op::ShortcutA { stride, pad: (cout - s.c) / 2 }, out)
+    }
+    pub fn global_avg_pool(self, name: &str) -> Builder {
+        let s = self.shape;
+        self.push(name, Op::GlobalAvgPool, Shape { c: s.c, h: 1, w: 1 })
+    }
+
     pub fn build(self) -> Network {
-        Network { model: self.model, input: self.input, layers: self.layers }
+        Network { model: self.model, input: self.input, layers: self.layers, kaiming: self.kaiming }
     }
 }
 
@@ -258,6 +356,9 @@ pub enum Model {
     /// LeNet-5 with a BatchNorm2d after each convolution.
     #[value(name = "lenet5-bn")]
     Lenet5Bn,
+    /// ResNet-20 (He et al., option-A shortcuts), as PyTorch's CIFAR-10 ResNets define it.
+    #[value(name = "resnet20")]
+    Resnet20,
 }
 
 impl Model {
@@ -265,6 +366,7 @@ impl Model {
         match self {
             Model::Lenet5 => "lenet5",
             Model::Lenet5Bn => "lenet5-bn",
+            Model::Resnet20 => "resnet20",
         }
     }
     /// The name the log prints.
@@ -272,12 +374,14 @@ impl Model {
         match self {
             Model::Lenet5 => "LeNet-5",
             Model::Lenet5Bn => "LeNet-5-BN",
+            Model::Resnet20 => "ResNet-20",
         }
     }
     pub fn network(self, in_channels: usize) -> Network {
         match self {
             Model::Lenet5 => lenet5(in_channels),
             Model::Lenet5Bn => lenet5_bn(in_channels),
+            Model::Resnet20 => resnet20(in_channels),
         }
     }
 }
@@ -319,4 +423,45 @@ pub fn lenet5(in_channels: usize) -> Network {
 /// `NetBN`: pool(relu(bn1(conv1(x)))), pool(relu(bn2(conv2(x)))), then LeNet's classifier.
 pub fn lenet5_bn(in_channels: usize) -> Network {
     lenet_classifier(lenet_features(Builder::new("lenet5-bn", image(in_channels)), true)).build()
+}
+
+/// ResNet's BasicBlock: conv1 (3x3, stride), bn1, ReLU, conv2 (3x3), bn2, plus the shortcut
+/// (the block's input, or option A where the stride or the channels change), ReLU. The layers
+/// hold no parameters beyond PyTorch's, so the state_dict is the same.
+pub fn basic_block(b: Builder, cout: usize, stride: usize) -> Builder {
+    let x = b.tap();
+    // The shortcut first, so that bn2, the add and the last ReLU run as one kernel.
+    let (b, shortcut) = if stride != 1 || x.shape.c != cout {
+        let b = b.shortcut_a("shortcut", cout, stride);
+        let t = b.tap();
+        (b.from(x), t)
+    } else {
+        (b, x)
+    };
+    b.conv2d("conv1", cout, 3, stride, 1, false)
+        .batch_norm2d("bn1")
+        .relu("relu1")
+        .conv2d("conv2", cout, 3, 1, 1, false)
+        .batch_norm2d("bn2")
+        .add("add", shortcut)
+        .relu("relu2")
+}
+
+/// `ResNet20`: conv1, bn1, ReLU, three stages of three BasicBlocks (16, 32, 64 channels; the
+/// second and third start at stride 2), global average pooling, fc. The state_dict names are
+/// PyTorch's: `layer2.0.conv1.weight`, `layer3.2.bn2.running_var`, `fc.bias`.
+pub fn resnet20(in_channels: usize) -> Network {
+    let mut b = Builder::new("resnet20", image(in_channels))
+        .kaiming()
+        .conv2d("conv1", 16, 3, 1, 1, false)
+        .batch_norm2d("bn1")
+        .relu("relu");
+    for (stage, cout, stride) in [(1, 16, 1), (2, 32, 2), (3, 64, 2)] {
+        b = b.pp(&format!("layer{stage}"));
+        for block in 0..3 {
+            b = basic_block(b.pp(&block.to_string()), cout, if block == 0 { stride } else { 1 }).up();
+        }
+        b = b.up();
+    }
+    b.global_avg_pool("avgpool").flatten("flatten").linear("fc", CLASSES, true).build()
 }

@@ -1,15 +1,16 @@
 //! The CPU reference of any network described in `nn`: a training (or evaluation) step
 //! interpreted layer by layer from the kernels' own CPU references (each accumulating in f64),
-//! forward, loss, and backward in reverse. The GPU schedules are tested against it.
+//! forward, loss, and backward in reverse, a tensor read by two layers getting both grads. The GPU schedules are tested against it.
 
-use super::{Layer, Network, Op, ParamKind, StepRule};
+use super::{Layer, Network, Op, ParamKind, Source, StepRule};
 use crate::kernels::conv2d_forward::ConvShape;
 use crate::kernels::gemm::{self, Epilogue, Product};
 use crate::kernels::maxpool2d_forward::PoolShape;
 use crate::kernels::{
-    batchnorm2d, bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, maxpool2d_backward,
-    maxpool2d_forward, relu, sgd_momentum, softmax_cross_entropy,
+    batchnorm2d, bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global_avg_pool,
+    maxpool2d_backward, maxpool2d_forward, relu, sgd_momentum, shortcut_option_a, softmax_cross_entropy,
 };
+use crate::kernels::shortcut_option_a::ShortcutShape;
 use crate::model::{Arena, CLASSES};
 
 /// BatchNorm's running statistics (an arena of their own: evaluation reads them, training
@@ -47,9 +48,9 @@ pub struct StepResult {
     pub grads: Vec<f32>,
     /// Each layer's output, in layer order.
     pub outputs: Vec<Vec<f32>>,
-    /// The gradient at each layer's input, in layer order (empty for the first layer and for
-    /// evaluation).
-    pub input_grads: Vec<Vec<f32>>,
+    /// The gradient of the loss at each layer's output, summed over the layers reading it
+    /// (empty for the layers no gradient reaches, and for evaluation).
+    pub output_grads: Vec<Vec<f32>>,
 }
 
 fn conv_shape(l: &Layer, batch: usize) -> ConvShape {
@@ -63,6 +64,12 @@ fn pool_shape(l: &Layer, batch: usize) -> PoolShape {
 
 fn bn_shape(l: &Layer) -> batchnorm2d::BnShape {
     batchnorm2d::BnShape { channels: l.input.c, plane: l.input.h * l.input.w }
+}
+
+/// An option-A shortcut layer's shape.
+pub fn shortcut_shape(l: &Layer) -> ShortcutShape {
+    let Op::ShortcutA { stride, pad } = l.op else { unreachable!("{} is not a ShortcutA", l.name) };
+    ShortcutShape { cin: l.input.c, h: l.input.h, w: l.input.w, stride, pad }
 }
 
 /// One forward pass, the loss and (with `train`) the backward pass for a batch: BatchNorm uses
@@ -79,6 +86,14 @@ pub fn step(
     train: bool,
 ) -> StepResult {
     step_with(net, arena, weights, state, x, labels, batch, train, 0.0)
+}
+
+/// The tensor a layer input reads: the image, or an earlier layer's output.
+fn read<'a>(s: Source, x: &'a [f32], outputs: &'a [Vec<f32>]) -> &'a [f32] {
+    match s {
+        Source::Image => x,
+        Source::Layer(j) => &outputs[j],
+    }
 }
 
 /// [`step`] with the loss's label smoothing.
@@ -101,7 +116,7 @@ pub fn step_with(
     let mut outputs: Vec<Vec<f32>> = Vec::new();
     let mut argmax: Vec<Vec<u32>> = Vec::new();
     for l in &net.layers {
-        let input: &[f32] = outputs.last().map(|v| v.as_slice()).unwrap_or(x);
+        let input = read(l.inputs[0], x, &outputs);
         let mut idx = Vec::new();
         let y = match l.op {
             Op::Conv2d { bias: has, .. } => conv2d_forward::reference(
@@ -145,6 +160,9 @@ pub fn step_with(
                     &[],
                 )
             }
+            Op::Add => input.iter().zip(read(l.inputs[1], x, &outputs)).map(|(a, b)| a + b).collect(),
+            Op::ShortcutA { .. } => shortcut_option_a::reference_forward(shortcut_shape(l), batch, input),
+            Op::GlobalAvgPool => global_avg_pool::reference_forward(l.input.h * l.input.w, input),
         };
         outputs.push(y);
         argmax.push(idx);
@@ -156,18 +174,26 @@ pub fn step_with(
     let (d_logits, loss_sum, correct) =
         softmax_cross_entropy::reference_smoothed(batch, CLASSES, label_smoothing, &logits, labels);
     if !train {
-        return StepResult { logits, loss_sum, correct, grads: Vec::new(), outputs, input_grads: Vec::new() };
+        return StepResult { logits, loss_sum, correct, grads: Vec::new(), outputs, output_grads: Vec::new() };
     }
 
+    // Backward, layers in reverse: a layer's output grad is complete once every layer reading it
+    // (all later ones) has added its part.
     let mut grads = vec![0f32; arena.words];
     let mut put = |name: String, v: Vec<f32>| arena.slice_mut(&mut grads, &name).copy_from_slice(&v);
-    let mut input_grads = vec![Vec::new(); net.layers.len()];
-    let mut dy = d_logits;
+    let mut output_grads: Vec<Vec<f32>> = vec![Vec::new(); net.layers.len()];
+    if let Some(last) = output_grads.last_mut() {
+        *last = d_logits;
+    }
     for (i, l) in net.layers.iter().enumerate().rev() {
-        let input: &[f32] = if i == 0 { x } else { &outputs[i - 1] };
-        let first = i == 0;
+        if output_grads[i].is_empty() {
+            continue;
+        }
+        let dy = output_grads[i].clone();
+        let input = read(l.inputs[0], x, &outputs);
+        let needs_dx = l.inputs.iter().any(|s| matches!(s, Source::Layer(_)));
         let n = &l.name;
-        let dx = match l.op {
+        let dx: Vec<Vec<f32>> = match l.op {
             Op::Conv2d { bias: has, .. } => {
                 let s = conv_shape(l, batch);
                 let (dw, db) = conv2d_backward_weight::reference(s, &dy, input);
@@ -175,20 +201,24 @@ pub fn step_with(
                 if has {
                     put(format!("{n}.bias"), db);
                 }
-                (!first).then(|| conv2d_backward_input::reference(s, &dy, w(&format!("{n}.weight"))))
+                if needs_dx {
+                    vec![conv2d_backward_input::reference(s, &dy, w(&format!("{n}.weight")))]
+                } else {
+                    vec![]
+                }
             }
             Op::BatchNorm2d => {
                 let (dx, dg, db) =
                     batchnorm2d::reference_backward(bn_shape(l), batch, input, &dy, w(&format!("{n}.weight")));
                 put(format!("{n}.weight"), dg);
                 put(format!("{n}.bias"), db);
-                Some(dx)
+                vec![dx]
             }
-            Op::Relu => Some(relu::reference_backward(&dy, &outputs[i])),
+            Op::Relu => vec![relu::reference_backward(&dy, &outputs[i])],
             Op::MaxPool2d { .. } => {
-                Some(maxpool2d_backward::reference(pool_shape(l, batch), false, &dy, &argmax[i], input))
+                vec![maxpool2d_backward::reference(pool_shape(l, batch), false, &dy, &argmax[i], input)]
             }
-            Op::Flatten => Some(dy.clone()),
+            Op::Flatten => vec![dy.clone()],
             Op::Linear { out, bias: has } => {
                 let dims = (batch, out, l.input.len());
                 let none = Epilogue::default();
@@ -196,19 +226,28 @@ pub fn step_with(
                 if has {
                     put(format!("{n}.bias"), bias_grad::reference(batch, out, &dy));
                 }
-                (!first)
-                    .then(|| gemm::reference(Product::InputGrad, dims, none, &dy, w(&format!("{n}.weight")), &[], &[]))
+                if needs_dx {
+                    vec![gemm::reference(Product::InputGrad, dims, none, &dy, w(&format!("{n}.weight")), &[], &[])]
+                } else {
+                    vec![]
+                }
             }
+            Op::Add => vec![dy.clone(), dy.clone()],
+            Op::ShortcutA { .. } => vec![shortcut_option_a::reference_backward(shortcut_shape(l), batch, &dy)],
+            Op::GlobalAvgPool => vec![global_avg_pool::reference_backward(l.input.h * l.input.w, &dy)],
         };
-        match dx {
-            Some(d) => {
-                input_grads[i] = d.clone();
-                dy = d;
+        for (s, d) in l.inputs.iter().zip(dx) {
+            if let Source::Layer(j) = *s {
+                let g = &mut output_grads[j];
+                if g.is_empty() {
+                    *g = d;
+                } else {
+                    g.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+                }
             }
-            None => break,
         }
     }
-    StepResult { logits, loss_sum, correct, grads, outputs, input_grads }
+    StepResult { logits, loss_sum, correct, grads, outputs, output_grads }
 }
 
 /// One SGD-with-momentum training step on the CPU, updating `weights`, `velocity` and `state`.

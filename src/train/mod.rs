@@ -129,7 +129,8 @@ impl TrainConfig {
 }
 
 /// PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Conv2d and Linear
-/// weights and biases, drawn in state_dict order from the seed; BatchNorm's gamma 1, beta 0.
+/// weights and biases (N(0, 2/fan_in) for the weights of a network that asks for Kaiming's),
+/// drawn in state_dict order from the seed; BatchNorm's gamma 1, beta 0.
 pub fn init_weights(net: &Net, seed: u64) -> Vec<f32> {
     let mut r = Rng::for_purpose(seed, "init");
     let mut w = vec![0f32; net.arena.words];
@@ -139,6 +140,10 @@ pub fn init_weights(net: &Net, seed: u64) -> Vec<f32> {
             Init::Uniform { fan_in } => {
                 let bound = 1.0 / (fan_in as f32).sqrt();
                 v.iter_mut().for_each(|x| *x = r.uniform(-bound, bound));
+            }
+            Init::KaimingNormal { fan_in } => {
+                let std = (2.0 / fan_in as f64).sqrt();
+                v.iter_mut().for_each(|x| *x = (std * r.normal()) as f32);
             }
             Init::Constant(c) => v.fill(c),
         }

@@ -21,8 +21,9 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
     for (gi, g) in p.groups.iter().enumerate().rev() {
         p.uses.at(p.backward_at(gi));
         let input = names[gi].clone();
-        let first = gi == 0;
-        let out_name = if let Group::Flatten = g { continue } else { layers[p.last_layer(g)].name.clone() };
+        // No grad is needed at the image.
+        let first = input == "x";
+        let out_name = if let Group::Flatten { .. } = g { continue } else { layers[p.last_layer(g)].name.clone() };
         match *g {
             Group::ConvPooled { conv, pool } => {
                 let (c, p) = (&layers[conv], &layers[pool]);
@@ -56,16 +57,16 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                 let LayerKernels::Conv(ck) = &k.layers[conv] else { unreachable!() };
                 let (backward_weight, backward_input) = (&ck.backward_weight, &ck.backward_input);
                 let s = conv_shape(c, b);
-                let has_bias = matches!(c.op, Op::Conv2d { bias: true, .. });
-                assert!(has_bias, "{}: the conv weight-gradient kernel writes a bias grad", c.name);
-                let wd = backward_weight.bind(
-                    gpu,
-                    b,
-                    &dt(&out_name),
-                    &t(&input),
-                    &net.g(&format!("{}.weight", c.name)),
-                    &net.g(&format!("{}.bias", c.name)),
-                );
+                // The weight-grad kernel sums the bias grad too: without a bias, into scratch.
+                let db = if matches!(c.op, Op::Conv2d { bias: true, .. }) {
+                    net.g(&format!("{}.bias", c.name))
+                } else {
+                    let discard = gpu.storage(&format!("{} bias grad (no bias)", c.name), s.cout);
+                    scratch.push(discard.clone());
+                    View::whole(&discard)
+                };
+                let wd =
+                    backward_weight.bind(gpu, b, &dt(&out_name), &t(&input), &net.g(&format!("{}.weight", c.name)), &db);
                 backward.push(weight_grad_stage(c, b, wd, &mut scratch));
                 if let (false, Some(bi)) = (first, backward_input) {
                     let d = bi.bind(gpu, b, &dt(&out_name), &net.w(&format!("{}.weight", c.name)), &dt(&input));
@@ -73,23 +74,50 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                     backward.push(Stage::new(format!("{}_backward_input", c.name), d, icost));
                 }
             }
-            Group::BatchNorm { bn } => {
+            Group::BatchNorm { bn } | Group::BatchNormAdd { bn, .. } => {
                 let l = &layers[bn];
-                let LayerKernels::BatchNorm(kernel) = &k.layers[bn] else { unreachable!() };
+                let LayerKernels::BatchNorm(kernel, fusion) = &k.layers[bn] else { unreachable!() };
                 let sv = &saved.iter().find(|(i, _)| *i == bn).expect("saved statistics").1;
-                let d = kernel.bind_backward(
+                let n = b * l.input.len();
+                // A residual join: the ReLU's backward writes the masked grad, which is the grad
+                // of both branches (the residual's, and bn's output's).
+                let dy = match &p.residuals[gi] {
+                    Some(res) => {
+                        let relu = k.relu.bind_backward(gpu, &dt(&out_name), &t(&out_name), &dt(res));
+                        backward.push(Stage::new(format!("{}_relu_backward", l.name), vec![relu], (n, 12 * n)));
+                        dt(res)
+                    }
+                    None => dt(&out_name),
+                };
+                // With `fusion.mask` the kernel masks dy by the ReLU's output itself.
+                let y = if fusion.mask { t(&out_name) } else { dy.clone() };
+                let d = kernel.bind_backward_masked(
                     gpu,
                     b,
                     &t(&input),
-                    &dt(&out_name),
+                    &dy,
+                    &y,
                     &net.w(&format!("{}.weight", l.name)),
                     &View::whole(sv),
                     &net.g(&format!("{}.weight", l.name)),
                     &net.g(&format!("{}.bias", l.name)),
                     &dt(&input),
                 );
-                let n = b * l.input.len();
                 backward.push(Stage::new(format!("{}_backward", l.name), vec![d], (9 * n, 20 * n)));
+            }
+            Group::Shortcut { layer } => {
+                let l = &layers[layer];
+                let LayerKernels::Shortcut(kernel) = &k.layers[layer] else { unreachable!() };
+                let d = kernel.bind_backward(gpu, b, &dt(&out_name), &dt(&input));
+                let n = b * l.input.len();
+                backward.push(Stage::new(format!("{}_backward", l.name), vec![d], (0, 8 * n)));
+            }
+            Group::GlobalAvgPool { layer } => {
+                let l = &layers[layer];
+                let LayerKernels::GlobalAvgPool(kernel) = &k.layers[layer] else { unreachable!() };
+                let d = kernel.bind_backward(gpu, b * l.input.c, &dt(&out_name), &dt(&input));
+                let n = b * l.input.len();
+                backward.push(Stage::new(format!("{}_backward", l.name), vec![d], (n, 4 * (n + b * l.input.c))));
             }
             Group::Pool { pool } => {
                 let p = &layers[pool];
@@ -109,7 +137,7 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                     (ps.input_len(), 4 * (3 * ps.input_len() + 2 * ps.output_len())),
                 ));
             }
-            Group::Flatten => unreachable!(),
+            Group::Flatten { .. } => unreachable!(),
             Group::Linear { fc, .. } => {
                 let l = &layers[fc];
                 let Op::Linear { out, .. } = l.op else { unreachable!() };

@@ -31,7 +31,7 @@ pub(super) fn stages(p: &Plan) -> Forward {
     for (gi, g) in p.groups.iter().enumerate() {
         p.uses.at(p.forward_at(gi));
         let input = names[gi].clone();
-        let out_name = if let Group::Flatten = g { input.clone() } else { layers[p.last_layer(g)].name.clone() };
+        let out_name = if let Group::Flatten { .. } = g { input.clone() } else { layers[p.last_layer(g)].name.clone() };
         let mut eval_stage = None;
         let stages: Vec<Stage> = match *g {
             Group::ConvPooled { conv, pool } => {
@@ -71,10 +71,10 @@ pub(super) fn stages(p: &Plan) -> Forward {
                 let cost = (conv_flops(c, b), 4 * (s.input_len() + s.weight_len() + s.output_len()));
                 vec![Stage::new(format!("{}_forward", c.name), d, cost)]
             }
-            Group::BatchNorm { bn } => {
+            Group::BatchNorm { bn } | Group::BatchNormAdd { bn, .. } => {
                 has_bn = true;
                 let l = &layers[bn];
-                let LayerKernels::BatchNorm(kernel) = &k.layers[bn] else { unreachable!() };
+                let LayerKernels::BatchNorm(kernel, _) = &k.layers[bn] else { unreachable!() };
                 let sv = gpu.storage(&format!("{} saved statistics", l.name), 2 * l.input.c);
                 let (gamma, beta) = (net.w(&format!("{}.weight", l.name)), net.w(&format!("{}.bias", l.name)));
                 let (rm, rv) = (net.s(&format!("{}.running_mean", l.name)), net.s(&format!("{}.running_var", l.name)));
@@ -83,8 +83,11 @@ pub(super) fn stages(p: &Plan) -> Forward {
                 let n = b * l.input.len();
                 let cost = (8 * n, 16 * n);
                 let name = format!("{}_forward", l.name);
-                let train = kernel.bind_forward(gpu, b, true, &t(&input), &state, &t(&out_name));
-                let eval = kernel.bind_forward(gpu, b, false, &t(&input), &state, &t(&out_name));
+                let (x, y) = (t(&input), t(&out_name));
+                // The residual of a BatchNormAdd; a plain BatchNorm's kernel does not read it.
+                let res = p.residuals[gi].as_deref().map(t).unwrap_or_else(|| x.clone());
+                let train = kernel.bind_forward_residual(gpu, b, true, &x, &res, &state, &y);
+                let eval = kernel.bind_forward_residual(gpu, b, false, &x, &res, &state, &y);
                 eval_stage = Some(Stage::new(name.clone(), vec![eval], cost));
                 saved.push((bn, sv));
                 vec![Stage::new(name, vec![train], cost)]
@@ -100,7 +103,21 @@ pub(super) fn stages(p: &Plan) -> Forward {
                     (3 * ps.output_len(), 4 * (ps.input_len() + 2 * ps.output_len())),
                 )]
             }
-            Group::Flatten => vec![],
+            Group::Flatten { .. } => vec![],
+            Group::Shortcut { layer } => {
+                let l = &layers[layer];
+                let LayerKernels::Shortcut(kernel) = &k.layers[layer] else { unreachable!() };
+                let d = kernel.bind_forward(gpu, b, &t(&input), &t(&out_name));
+                let n = b * l.output.len();
+                vec![Stage::new(format!("{}_forward", l.name), vec![d], (0, 4 * (n + b * l.input.len() / 4)))]
+            }
+            Group::GlobalAvgPool { layer } => {
+                let l = &layers[layer];
+                let LayerKernels::GlobalAvgPool(kernel) = &k.layers[layer] else { unreachable!() };
+                let d = kernel.bind_forward(gpu, b * l.input.c, &t(&input), &t(&out_name));
+                let n = b * l.input.len();
+                vec![Stage::new(format!("{}_forward", l.name), vec![d], (n, 4 * (n + b * l.input.c)))]
+            }
             Group::Linear { fc, relu: r } => {
                 let l = &layers[fc];
                 let Op::Linear { out, .. } = l.op else { unreachable!() };

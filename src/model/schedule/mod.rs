@@ -5,7 +5,10 @@
 //! - Conv2d + ReLU + MaxPool2d(2, 2) as one kernel writing the pooled output and its masked
 //!   argmax, with the pool's backward inside the conv's gradients, where the adapter runs those
 //!   kernels (lavapipe); else Conv2d with the ReLU in its epilogue.
-//! - BatchNorm2d with the ReLU after it in the same kernel.
+//! - BatchNorm2d with the ReLU after it in the same kernel, or with a residual Add and the ReLU
+//!   after that (a residual block's join: one pass over the tensor, forward).
+//! - A tensor read by two layers (a residual block's input) gets its grad from the later reader
+//!   first, written; the earlier reader's kernel adds to it (a fixed order, no atomics).
 //! - Linear with its bias and ReLU in the GEMM epilogue, its bias grad inside the weight-grad
 //!   GEMM where that kernel runs, and the ReLU before it applied (as a mask) by its input grad.
 //! - A ReLU before a MaxPool2d is applied to the pool's backward; Flatten is a view.
@@ -16,11 +19,11 @@ mod backward;
 mod forward;
 pub mod memory;
 
-use super::kernels::{conv_shape, op_at, LayerKernels, NetKernels};
+use super::kernels::{conv_shape, LayerKernels, NetKernels};
 use super::net::Net;
 use crate::gpu::Gpu;
 use crate::kernels::{Dispatch, StepTable, View};
-use crate::nn::{Layer, Network, Op};
+use crate::nn::{Layer, Network, Op, Source};
 use memory::{Lifetime, Memory, Uses};
 
 /// One kernel's part of a step: its name, its dispatches, recorded in order, and what it costs
@@ -55,14 +58,27 @@ enum Group {
     Conv {
         conv: usize,
     },
-    /// BatchNorm2d, with the following ReLU when `relu`.
+    /// BatchNorm2d, with the following ReLU when its kernels fuse it.
     BatchNorm {
         bn: usize,
+    },
+    /// BatchNorm2d, the Add after it and the ReLU after that.
+    BatchNormAdd {
+        bn: usize,
+        add: usize,
+    },
+    Shortcut {
+        layer: usize,
+    },
+    GlobalAvgPool {
+        layer: usize,
     },
     Pool {
         pool: usize,
     },
-    Flatten,
+    Flatten {
+        layer: usize,
+    },
     /// Linear, with the following ReLU in its epilogue when `relu`.
     Linear {
         fc: usize,
@@ -114,17 +130,24 @@ fn groups(net: &Net, k: &NetKernels) -> Vec<Group> {
     let mut g = Vec::new();
     let mut i = 0;
     while i < layers.len() {
-        let relu_next = op_at(&net.network, i + 1) == Some(&Op::Relu);
+        let relu_next = net.network.only_next(i, |op| *op == Op::Relu);
         let (group, used) = match (&layers[i].op, &k.layers[i]) {
             (Op::Conv2d { .. }, LayerKernels::Conv(c)) if c.pooled.is_some() => {
                 (Group::ConvPooled { conv: i, pool: i + 2 }, 3)
             }
             (Op::Conv2d { .. }, _) => (Group::Conv { conv: i }, 1 + relu_next as usize),
-            (Op::BatchNorm2d, _) => (Group::BatchNorm { bn: i }, 1 + relu_next as usize),
+            (Op::BatchNorm2d, LayerKernels::BatchNorm(_, f)) if f.residual => {
+                (Group::BatchNormAdd { bn: i, add: i + 1 }, 3)
+            }
+            (Op::BatchNorm2d, LayerKernels::BatchNorm(_, f)) => (Group::BatchNorm { bn: i }, 1 + f.relu as usize),
             (Op::MaxPool2d { .. }, _) => (Group::Pool { pool: i }, 1),
-            (Op::Flatten, _) => (Group::Flatten, 1),
+            (Op::Flatten, _) => (Group::Flatten { layer: i }, 1),
             (Op::Linear { .. }, _) => (Group::Linear { fc: i, relu: relu_next }, 1 + relu_next as usize),
+            (Op::ShortcutA { .. }, _) => (Group::Shortcut { layer: i }, 1),
+            (Op::GlobalAvgPool, _) => (Group::GlobalAvgPool { layer: i }, 1),
             (Op::Relu, _) => panic!("{}: a ReLU must follow a Conv2d, BatchNorm2d or Linear", layers[i].name),
+            (Op::Add, _) => panic!("{}: an Add must follow the BatchNorm2d it adds to", layers[i].name),
+            (Op::BatchNorm2d, _) => unreachable!("a BatchNorm2d layer has BatchNorm kernels"),
         };
         g.push(group);
         i += used;
@@ -134,13 +157,27 @@ fn groups(net: &Net, k: &NetKernels) -> Vec<Group> {
 
 /// The layer whose output a group leaves (a fused ReLU's, a pool's).
 fn last_layer(network: &Network, g: &Group) -> usize {
-    let relu_after = |i: usize| (op_at(network, i + 1) == Some(&Op::Relu)) as usize;
+    let relu_after = |i: usize| network.only_next(i, |op| *op == Op::Relu) as usize;
     match *g {
         Group::ConvPooled { pool, .. } => pool,
         Group::Conv { conv: i } | Group::BatchNorm { bn: i } => i + relu_after(i),
+        Group::BatchNormAdd { add, .. } => add + 1,
         Group::Pool { pool } => pool,
-        Group::Flatten => usize::MAX,
+        Group::Flatten { .. } => usize::MAX,
         Group::Linear { fc, relu } => fc + relu as usize,
+        Group::Shortcut { layer } | Group::GlobalAvgPool { layer } => layer,
+    }
+}
+
+/// The first layer of a group (whose first input is the group's input).
+fn first_layer(g: &Group) -> usize {
+    match *g {
+        Group::ConvPooled { conv, .. } | Group::Conv { conv } => conv,
+        Group::BatchNorm { bn } | Group::BatchNormAdd { bn, .. } => bn,
+        Group::Pool { pool } => pool,
+        Group::Flatten { layer } => layer,
+        Group::Linear { fc, .. } => fc,
+        Group::Shortcut { layer } | Group::GlobalAvgPool { layer } => layer,
     }
 }
 
@@ -153,6 +190,8 @@ struct Plan<'a> {
     groups: Vec<Group>,
     /// The input tensor of each group.
     inputs: Vec<String>,
+    /// The residual a BatchNormAdd group adds, by group.
+    residuals: Vec<Option<String>>,
     /// The last group's output.
     logits: String,
     acts: Activations,
@@ -222,40 +261,66 @@ impl Schedule {
             None => lives.push(Lifetime { name: name.to_string(), words, first: at, last: at }),
         };
         let x = gpu.storage("x", b * net.network.input.len() + slack);
+        // The tensor holding each layer's output: its group's output (a Flatten's is its input's).
+        let mut tensor_of: Vec<Option<String>> = vec![None; layers.len()];
+        let source = |tensor_of: &[Option<String>], s: Source| match s {
+            Source::Image => "x".to_string(),
+            Source::Layer(j) => tensor_of[j].clone().unwrap_or_else(|| panic!("{} is read inside a fused group", layers[j].name)),
+        };
         let mut inputs: Vec<String> = Vec::new(); // the input tensor of each group
-        let mut current = "x".to_string();
+        let mut residuals: Vec<Option<String>> = Vec::new();
         for (gi, g) in groups.iter().enumerate() {
-            inputs.push(current.clone());
-            if let Group::Flatten = g {
+            let input = source(&tensor_of, layers[first_layer(g)].inputs[0]);
+            let residual = match *g {
+                Group::BatchNormAdd { add, .. } => Some(source(&tensor_of, layers[add].inputs[1])),
+                _ => None,
+            };
+            inputs.push(input.clone());
+            residuals.push(residual.clone());
+            if let Group::Flatten { layer } = *g {
+                tensor_of[layer] = Some(input);
                 continue;
             }
             let (fwd, bwd) = (gi, 2 * count - gi);
-            let l = &layers[last_layer(&net.network, g)];
+            let last = last_layer(&net.network, g);
+            let l = &layers[last];
             let len = b * l.output.len();
             let feeds_pool = matches!(groups.get(gi + 1), Some(Group::Pool { .. }));
             let is_logits = gi + 1 == count;
             let extra = if feeds_pool || is_logits { 0 } else { slack };
-            if current != "x" {
-                // Read by this group's forward and by its backward (weight grads, masks), whose
-                // input grad it writes.
-                live(&current, 0, fwd);
-                live(&current, 0, bwd);
-                live(&format!("d_{current}"), 0, bwd);
+            for t in std::iter::once(&input).chain(&residual) {
+                if t != "x" {
+                    // Read by this group's forward and by its backward (weight grads, masks), whose
+                    // grad it writes or adds to.
+                    live(t, 0, fwd);
+                    live(t, 0, bwd);
+                    live(&format!("d_{t}"), 0, bwd);
+                }
             }
             live(&l.name, len + extra, fwd);
+            // A ReLU's mask taken from the group's own output in its backward.
+            let reads_output = match (g, &k.layers[first_layer(g)]) {
+                (Group::BatchNormAdd { .. }, _) => true,
+                (Group::BatchNorm { .. }, LayerKernels::BatchNorm(_, f)) => f.mask,
+                _ => false,
+            };
+            if reads_output {
+                live(&l.name, 0, bwd);
+            }
             if let Group::ConvPooled { .. } | Group::Pool { .. } = g {
                 let n = format!("{}.argmax", l.name);
                 live(&n, len + slack, fwd);
                 live(&n, 0, bwd);
             }
-            // Read by this group's backward; written by the next group's (or the loss).
+            // Read by this group's backward; written by the groups reading it (or the loss).
             let d = format!("d_{}", l.name);
             live(&d, len + slack, if is_logits { count } else { bwd });
             live(&d, 0, bwd);
-            current = l.name.clone();
+            tensor_of[last] = Some(l.name.clone());
         }
         let names = inputs;
-        let logits_name = current;
+        let logits_name = tensor_of[layers.len() - 1].clone().expect("the last layer gives the logits");
+        // The logits stay readable after the step (the loss reads them, evaluation reads them back).
         live(&logits_name, 0, count);
         live(&logits_name, 0, 2 * count + 1);
         let (of_tensor, buffer_words) = memory::assign(&lives);
@@ -285,6 +350,7 @@ impl Schedule {
             batch,
             groups,
             inputs: names,
+            residuals,
             logits: logits_name,
             acts,
             unused,
