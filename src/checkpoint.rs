@@ -148,22 +148,30 @@ pub fn from_bytes(path: &Path, bytes: &[u8], align: u64) -> Result<Loaded, Strin
     let metadata = header.metadata().clone().unwrap_or_default();
     let tensors: HashMap<String, TensorView> = st.tensors().into_iter().collect();
     let conv1 = tensors.get("conv1.weight").ok_or_else(|| {
-        format!("{name}: tensor conv1.weight is missing (expected LeNet's state_dict: conv1.weight … fc3.bias)")
+        format!(
+            "{name}: tensor conv1.weight is missing (expected a state_dict of LeNet-5, LeNet-5-BN or ResNet-20: \
+             conv1.weight first)"
+        )
     })?;
-    let in_channels = match conv1.shape() {
-        [6, c @ (1 | 3), 5, 5] => *c,
-        s => {
-            return Err(format!(
-                "{name}: tensor conv1.weight has shape {s:?}, expected [6, 3, 5, 5] (CIFAR-10) or \
-            [6, 1, 5, 5] (Fashion-MNIST)"
-            ))
-        }
-    };
+    // A PyTorch export without metadata is known by its tensors: ResNet-20's layer1.0.conv1,
+    // LeNet-5-BN's bn1.
     let model = match metadata.get("model") {
         Some(m) => <Model as clap::ValueEnum>::from_str(m, false)
-            .map_err(|_| format!("{name}: metadata field model is {m:?}, expected lenet5 or lenet5-bn"))?,
+            .map_err(|_| format!("{name}: metadata field model is {m:?}, expected lenet5, lenet5-bn or resnet20"))?,
+        None if tensors.contains_key("layer1.0.conv1.weight") => Model::Resnet20,
         None if tensors.contains_key("bn1.weight") => Model::Lenet5Bn,
         None => Model::Lenet5,
+    };
+    let (stem, stem_name) =
+        if model == Model::Resnet20 { ((16, 3), "[16, 3, 3, 3]") } else { ((6, 5), "[6, 3, 5, 5]") };
+    let in_channels = match conv1.shape() {
+        [o, c @ (1 | 3), k, k2] if (*o, *k) == stem && k == k2 => *c,
+        s => {
+            let one = stem_name.replace(", 3,", ", 1,");
+            return Err(format!(
+                "{name}: tensor conv1.weight has shape {s:?}, expected {stem_name} (CIFAR-10) or {one} (Fashion-MNIST)"
+            ));
+        }
     };
     let network = model.network(in_channels);
     let specs = network.specs(ParamKind::Trainable);

@@ -4,18 +4,18 @@
 
 use crate::gpu::Gpu;
 use crate::kernels::batchnorm2d::{BatchNorm2d, BnFusion, BnShape};
-use crate::kernels::global_avg_pool::GlobalAvgPool;
-use crate::kernels::relu::Relu;
-use crate::kernels::shortcut_option_a::ShortcutOptionA;
 use crate::kernels::bias_grad::BiasGrad;
 use crate::kernels::conv2d_backward_input::{Conv2dBackwardInput, Conv2dBackwardInputPooled};
 use crate::kernels::conv2d_backward_weight::{Conv2dBackwardWeight, Conv2dBackwardWeightPooled};
 use crate::kernels::conv2d_forward::{Conv2dForward, ConvShape};
 use crate::kernels::conv2d_relu_maxpool_forward::Conv2dReluMaxpoolForward;
 use crate::kernels::gemm::Gemm;
+use crate::kernels::global_avg_pool::GlobalAvgPool;
 use crate::kernels::maxpool2d_backward::Maxpool2dBackward;
 use crate::kernels::maxpool2d_forward::{Maxpool2dForward, PoolShape};
+use crate::kernels::relu::Relu;
 use crate::kernels::sgd_momentum::SgdMomentum;
+use crate::kernels::shortcut_option_a::ShortcutOptionA;
 use crate::kernels::softmax_cross_entropy::SoftmaxCrossEntropy;
 use crate::nn::StepRule;
 use crate::nn::{Layer, Network, Op, Source};
@@ -45,7 +45,10 @@ pub enum LayerKernels {
     Conv(Box<ConvKernels>),
     /// With what it is fused with (a ReLU, a residual add).
     BatchNorm(BatchNorm2d, BnFusion),
-    Pool { forward: Maxpool2dForward, backward: Maxpool2dBackward },
+    Pool {
+        forward: Maxpool2dForward,
+        backward: Maxpool2dBackward,
+    },
     Shortcut(ShortcutOptionA),
     GlobalAvgPool(GlobalAvgPool),
     None,
@@ -122,8 +125,11 @@ impl NetKernels {
                             })
                         })
                         .flatten();
-                    let forward =
-                        if bias { Conv2dForward::new(gpu, s, relu_next) } else { Conv2dForward::without_bias(gpu, s, relu_next) };
+                    let forward = if bias {
+                        Conv2dForward::new(gpu, s, relu_next)
+                    } else {
+                        Conv2dForward::without_bias(gpu, s, relu_next)
+                    };
                     let backward_input = (!first).then(|| {
                         if net.grad_accumulates(i) {
                             Conv2dBackwardInput::accumulating(gpu, s)

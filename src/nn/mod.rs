@@ -41,16 +41,31 @@ impl Shape {
 /// One layer, with PyTorch's hyperparameters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    Conv2d { cout: usize, kernel: usize, stride: usize, padding: usize, bias: bool },
+    Conv2d {
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    },
     BatchNorm2d,
     Relu,
-    MaxPool2d { kernel: usize, stride: usize },
+    MaxPool2d {
+        kernel: usize,
+        stride: usize,
+    },
     Flatten,
-    Linear { out: usize, bias: bool },
+    Linear {
+        out: usize,
+        bias: bool,
+    },
     /// The sum of its two inputs (a residual block's join).
     Add,
     /// ResNet's option-A shortcut: `F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad))`.
-    ShortcutA { stride: usize, pad: usize },
+    ShortcutA {
+        stride: usize,
+        pad: usize,
+    },
     /// `F.adaptive_avg_pool2d(x, 1)`: C x 1 x 1.
     GlobalAvgPool,
 }
@@ -108,10 +123,14 @@ pub enum ParamKind {
 pub enum Init {
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for Conv2d and Linear weights and
     /// biases.
-    Uniform { fan_in: usize },
+    Uniform {
+        fan_in: usize,
+    },
     /// N(0, 2/fan_in): `nn.init.kaiming_normal_`, which ResNet-20 applies to its conv and linear
     /// weights.
-    KaimingNormal { fan_in: usize },
+    KaimingNormal {
+        fan_in: usize,
+    },
     Constant(f32),
 }
 
@@ -333,7 +352,7 @@ impl Builder {
     /// The option-A shortcut to `cout` channels at `stride`.
     pub fn shortcut_a(self, name: &str, cout: usize, stride: usize) -> Builder {
         let s = self.shape;
-        assert!(cout >= s.c && (cout - s.c) % 2 == 0, "{name}: option A pads channels evenly on both sides");
+        assert!(cout >= s.c && (cout - s.c).is_multiple_of(2), "{name}: option A pads channels evenly on both sides");
         let out = Shape { c: cout, h: s.h.div_ceil(stride), w: s.w.div_ceil(stride) };
         self.push(name, Op::ShortcutA { stride, pad: (cout - s.c) / 2 }, out)
     }

@@ -6,11 +6,11 @@ use super::{Layer, Network, Op, ParamKind, Source, StepRule};
 use crate::kernels::conv2d_forward::ConvShape;
 use crate::kernels::gemm::{self, Epilogue, Product};
 use crate::kernels::maxpool2d_forward::PoolShape;
+use crate::kernels::shortcut_option_a::ShortcutShape;
 use crate::kernels::{
     batchnorm2d, bias_grad, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global_avg_pool,
     maxpool2d_backward, maxpool2d_forward, relu, sgd_momentum, shortcut_option_a, softmax_cross_entropy,
 };
-use crate::kernels::shortcut_option_a::ShortcutShape;
 use crate::model::{Arena, CLASSES};
 
 /// BatchNorm's running statistics (an arena of their own: evaluation reads them, training

@@ -222,10 +222,9 @@ impl Recorded {
         };
         let model = match meta.get("model") {
             None => None,
-            Some(v) => Some(
-                <Model as clap::ValueEnum>::from_str(v, false)
-                    .map_err(|_| format!("{name}: metadata field model is {v:?}, expected lenet5 or lenet5-bn"))?,
-            ),
+            Some(v) => Some(<Model as clap::ValueEnum>::from_str(v, false).map_err(|_| {
+                format!("{name}: metadata field model is {v:?}, expected lenet5, lenet5-bn or resnet20")
+            })?),
         };
         Ok(Recorded {
             model,

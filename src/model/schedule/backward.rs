@@ -65,8 +65,14 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                     scratch.push(discard.clone());
                     View::whole(&discard)
                 };
-                let wd =
-                    backward_weight.bind(gpu, b, &dt(&out_name), &t(&input), &net.g(&format!("{}.weight", c.name)), &db);
+                let wd = backward_weight.bind(
+                    gpu,
+                    b,
+                    &dt(&out_name),
+                    &t(&input),
+                    &net.g(&format!("{}.weight", c.name)),
+                    &db,
+                );
                 backward.push(weight_grad_stage(c, b, wd, &mut scratch));
                 if let (false, Some(bi)) = (first, backward_input) {
                     let d = bi.bind(gpu, b, &dt(&out_name), &net.w(&format!("{}.weight", c.name)), &dt(&input));

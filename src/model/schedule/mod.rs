@@ -265,7 +265,9 @@ impl Schedule {
         let mut tensor_of: Vec<Option<String>> = vec![None; layers.len()];
         let source = |tensor_of: &[Option<String>], s: Source| match s {
             Source::Image => "x".to_string(),
-            Source::Layer(j) => tensor_of[j].clone().unwrap_or_else(|| panic!("{} is read inside a fused group", layers[j].name)),
+            Source::Layer(j) => {
+                tensor_of[j].clone().unwrap_or_else(|| panic!("{} is read inside a fused group", layers[j].name))
+            }
         };
         let mut inputs: Vec<String> = Vec::new(); // the input tensor of each group
         let mut residuals: Vec<Option<String>> = Vec::new();
