@@ -132,21 +132,49 @@ pub fn run(gpu: &Gpu, model: Model, batch: usize, only: Option<&str>) -> Result<
 
     // Correctness: one step, everything but the optimizer, against the CPU reference, each
     // stage's tensor read as soon as the stage has run (a later stage may reuse its buffer).
+    // The reference forward takes the GPU's output at every tensor the step stores (each kernel
+    // is checked on the inputs it had, and ReLU masks are the GPU's: a value within rounding of
+    // 0 may fall either side, and one such element would otherwise show as a wrong gradient).
     let run = |dispatches: &[Dispatch]| crate::kernels::run_all(gpu, &dispatches.iter().collect::<Vec<_>>());
     run(std::slice::from_ref(&prepare));
     let (x_ref, labels_ref) = prepare_batch::reference(&ds, &ds.train, &perm, 0, batch);
-    let mut state = reference::State::new(&network);
-    let want = reference::step(&network, &net.arena, &weights, &mut state, &x_ref, &labels_ref, batch, true);
     let mut errors: Vec<(String, f64)> =
         vec![("prepare_batch".into(), rel_error(&gpu.read_words::<f32>(&sched.acts.x, 0, x_ref.len())?, &x_ref))];
+    let layer_of = |t: &str| network.layers.iter().position(|l| l.name == t);
+    let mut forward_values: Vec<(usize, Vec<f32>)> = Vec::new();
+    for (st, out) in sched.forward.iter().zip(&sched.outputs) {
+        run(&st.dispatches);
+        if let Some(i) = layer_of(out) {
+            let len = batch * network.layers[i].output.len();
+            forward_values.push((i, gpu.read_words::<f32>(&sched.acts.get(out).buffer, 0, len)?));
+        }
+    }
+    let anchor = |i: usize| forward_values.iter().find(|(j, _)| *j == i).map(|(_, v)| v.clone());
+    let mut state = reference::State::new(&network);
+    let want = reference::step_anchored(
+        &network,
+        &net.arena,
+        &weights,
+        &mut state,
+        &x_ref,
+        &labels_ref,
+        batch,
+        true,
+        0.0,
+        &anchor,
+    );
     let checks = Checks { network: &network, want: &want, labels: &labels_ref, batch };
     let tensor_error = |t: &str| -> Result<f64, String> {
         let r = checks.tensor(t);
         Ok(rel_error(&gpu.read_words::<f32>(&sched.acts.get(t).buffer, 0, r.len())?, &r))
     };
     for (st, out) in sched.forward.iter().zip(&sched.outputs) {
-        run(&st.dispatches);
-        errors.push((st.name.clone(), tensor_error(out)?));
+        let e = match layer_of(out) {
+            Some(i) => rel_error(&anchor(i).expect("read above"), &want.outputs[i]),
+            // The loss's grad at the logits, still in place after the forward.
+            None => tensor_error(out)?,
+        };
+        errors.push((st.name.clone(), e));
     }
     let has_stage = |n: &str| sched.backward.iter().any(|st| st.name == n);
     let mut param_checks = Vec::new();

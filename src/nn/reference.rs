@@ -109,13 +109,33 @@ pub fn step_with(
     train: bool,
     label_smoothing: f32,
 ) -> StepResult {
+    step_anchored(net, arena, weights, state, x, labels, batch, train, label_smoothing, &|_| None)
+}
+
+/// [`step_with`], each layer's output replaced by `anchor(layer)` where it gives one (the GPU's
+/// own value of that tensor, so that each kernel is checked on the inputs it had, and a ReLU's
+/// mask is the one the GPU used: a value within rounding of 0 may fall either side).
+#[allow(clippy::too_many_arguments)]
+pub fn step_anchored(
+    net: &Network,
+    arena: &Arena,
+    weights: &[f32],
+    state: &mut State,
+    x: &[f32],
+    labels: &[u32],
+    batch: usize,
+    train: bool,
+    label_smoothing: f32,
+    anchor: &dyn Fn(usize) -> Option<Vec<f32>>,
+) -> StepResult {
     let w = |n: &str| arena.slice(weights, n);
     let zeros = vec![0f32; net.layers.iter().map(|l| l.output.c).max().unwrap_or(0)];
     let bias = |l: &Layer, has: bool| if has { w(&format!("{}.bias", l.name)) } else { &zeros[..] };
     let plain = Epilogue { bias: true, relu: false, mask: false };
     let mut outputs: Vec<Vec<f32>> = Vec::new();
+    let mut computed: Vec<Vec<f32>> = Vec::new();
     let mut argmax: Vec<Vec<u32>> = Vec::new();
-    for l in &net.layers {
+    for (i, l) in net.layers.iter().enumerate() {
         let input = read(l.inputs[0], x, &outputs);
         let mut idx = Vec::new();
         let y = match l.op {
@@ -164,7 +184,9 @@ pub fn step_with(
             Op::ShortcutA { .. } => shortcut_option_a::reference_forward(shortcut_shape(l), batch, input),
             Op::GlobalAvgPool => global_avg_pool::reference_forward(l.input.h * l.input.w, input),
         };
-        outputs.push(y);
+        // The value computed here is the one reported; the anchor, where given, is propagated.
+        outputs.push(anchor(i).unwrap_or_else(|| y.clone()));
+        computed.push(y);
         argmax.push(idx);
     }
     if train {
@@ -174,7 +196,14 @@ pub fn step_with(
     let (d_logits, loss_sum, correct) =
         softmax_cross_entropy::reference_smoothed(batch, CLASSES, label_smoothing, &logits, labels);
     if !train {
-        return StepResult { logits, loss_sum, correct, grads: Vec::new(), outputs, output_grads: Vec::new() };
+        return StepResult {
+            logits,
+            loss_sum,
+            correct,
+            grads: Vec::new(),
+            outputs: computed,
+            output_grads: Vec::new(),
+        };
     }
 
     // Backward, layers in reverse: a layer's output grad is complete once every layer reading it
@@ -247,7 +276,7 @@ pub fn step_with(
             }
         }
     }
-    StepResult { logits, loss_sum, correct, grads, outputs, output_grads }
+    StepResult { logits, loss_sum, correct, grads, outputs: computed, output_grads }
 }
 
 /// One SGD-with-momentum training step on the CPU, updating `weights`, `velocity` and `state`.
