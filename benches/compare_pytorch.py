@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side by side, in one run: PyTorch on the CPU (threads = cores) and gpu-lenet on a chosen
-adapter train the same network (`--model lenet5` or `lenet5-bn`) on the same data (1 epoch or
-`--epochs N`, batch 64, lr 0.01, momentum 0.9) and
+adapter train the same network (`--model lenet5`, `lenet5-bn` or `resnet20`) on the same data
+(1 epoch or `--epochs N`, batch 64, lr 0.01, momentum 0.9) and
 the script prints both training throughputs and their ratio. The data: Fashion-MNIST (one input
 channel), or with `--dataset cifar` the CIFAR-10 network (three channels) on CIFAR-10 binary
 files (`--data DIR/cifar-10-batches-bin`, e.g. made by scripts/make_fake_cifar.py).
@@ -9,6 +9,11 @@ files (`--data DIR/cifar-10-batches-bin`, e.g. made by scripts/make_fake_cifar.p
     pip install torch numpy
     cargo build --release
     python3 benches/compare_pytorch.py [--adapter lavapipe] [--dataset fashion-mnist|cifar] [--data DIR] [--repeat N]
+
+For ResNet-20 a smaller CIFAR-format set keeps a run short on a CPU adapter:
+
+    python3 scripts/make_fake_cifar.py /tmp/c5k 5120 1000
+    python3 benches/compare_pytorch.py --model resnet20 --dataset cifar --data /tmp/c5k/cifar-10-batches-bin --batch-size 128
 
 Training images/s counts the training loop only (data already in memory, no evaluation).
 `--torch-device cuda` trains PyTorch on an NVIDIA GPU instead, for a side-by-side there (with
@@ -28,6 +33,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from resnet20 import ResNet20  # noqa: E402 (the fixtures' module, gpu-lenet's --model resnet20)
 
 
 class Net(nn.Module):
@@ -66,7 +74,7 @@ class NetBN(Net):
         return self.fc3(x)
 
 
-MODELS = {"lenet5": Net, "lenet5-bn": NetBN}
+MODELS = {"lenet5": Net, "lenet5-bn": NetBN, "resnet20": lambda in_channels: ResNet20(in_ch=in_channels)}
 
 
 def idx(path):

@@ -21,3 +21,4 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (i >= p.n) { return; }
     dst[i] = select(0.0, src[i], act[i] > 0.0);
 }
+

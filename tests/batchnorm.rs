@@ -164,3 +164,52 @@ fn batchnorm2d_kernels_match_reference() {
         }
     }
 }
+
+#[test]
+fn batchnorm2d_with_a_residual_add_and_its_own_relu_mask_matches_reference() {
+    use gpu_lenet::kernels::batchnorm2d::BnFusion;
+    let g = gpu();
+    // ResNet's 8x8 planes (read as vec4s) and an odd plane (read as scalars).
+    for (s, batch) in [(BnShape { channels: 5, plane: 64 }, 3), (BnShape { channels: 3, plane: 7 * 7 }, 2)] {
+        let n = batch * s.channels * s.plane;
+        let mut r = Rng(31 + s.plane as u64);
+        let (x, res, dy) = (r.vec(n, -3.0, 5.0), r.vec(n, -1.0, 1.0), r.vec(n, -1.0, 1.0));
+        let (gamma, beta) = (r.vec(s.channels, 0.5, 1.5), r.vec(s.channels, -0.5, 0.5));
+        let (rm0, rv0) = (vec![0f32; s.channels], vec![1f32; s.channels]);
+        let bn = batchnorm2d::reference_forward_train(s, batch, false, &x, &gamma, &beta, &rm0, &rv0);
+        let want_y: Vec<f32> = bn.y.iter().zip(&res).map(|(a, b)| (a + b).max(0.0)).collect();
+        let tol = tolerance(batch * s.plane);
+        let (xb, rb, gb, bb) = (upload(&x), upload(&res), upload(&gamma), upload(&beta));
+        let (rmb, rvb, saved, y) = (upload(&rm0), upload(&rv0), out(2 * s.channels), out(n));
+        let v = View::whole;
+        let state =
+            BnState { gamma: &v(&gb), beta: &v(&bb), running_mean: &v(&rmb), running_var: &v(&rvb), saved: &v(&saved) };
+        let k = BatchNorm2d::fused(g, s, BnFusion { relu: true, residual: true, mask: false });
+        let fwd = k.bind_forward_residual(g, batch, true, &v(&xb), &v(&rb), &state, &v(&y));
+        run_all(g, &[&fwd]);
+        assert_close(&format!("{s:?} relu(bn(x) + res)"), &read_n(&y, n), &want_y, tol);
+
+        // The backward masking dy by its own ReLU's output (bn + ReLU, the grad unmasked).
+        let k = BatchNorm2d::fused(g, s, BnFusion { relu: true, residual: false, mask: true });
+        let relu_y: Vec<f32> = bn.y.iter().map(|v| v.max(0.0)).collect();
+        let masked: Vec<f32> = dy.iter().zip(&relu_y).map(|(&d, &yv)| if yv > 0.0 { d } else { 0.0 }).collect();
+        let (dx, dgamma, dbeta) = batchnorm2d::reference_backward(s, batch, &x, &masked, &gamma);
+        let (dyb, yb, dgb, dbb, dxb) = (upload(&dy), upload(&relu_y), out(s.channels), out(s.channels), out(n));
+        let bwd = k.bind_backward_masked(
+            g,
+            batch,
+            &v(&xb),
+            &v(&dyb),
+            &v(&yb),
+            &v(&gb),
+            &v(&saved),
+            &v(&dgb),
+            &v(&dbb),
+            &v(&dxb),
+        );
+        run_all(g, &[&bwd]);
+        assert_close(&format!("{s:?} masked dgamma"), &read_n(&dgb, s.channels), &dgamma, tol);
+        assert_close(&format!("{s:?} masked dbeta"), &read_n(&dbb, s.channels), &dbeta, tol);
+        assert_close(&format!("{s:?} masked dx"), &read_n(&dxb, n), &dx, 10.0 * tol);
+    }
+}

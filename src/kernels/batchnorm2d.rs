@@ -87,6 +87,8 @@ impl BatchNorm2d {
     }
 
     pub fn fused(gpu: &Gpu, shape: BnShape, f: BnFusion) -> Self {
+        // Planes of a multiple of 4 values are read as vec4s.
+        let entry = if shape.plane.is_multiple_of(4) { "main_vec4" } else { "main" };
         let mut fc = shape.constants();
         fc.push(("RELU", f.relu as u8 as f64));
         fc.push(("RESIDUAL", f.residual as u8 as f64));
@@ -100,7 +102,7 @@ impl BatchNorm2d {
             gpu,
             name,
             include_str!("../../shaders/batchnorm2d_forward.wgsl"),
-            "main",
+            entry,
             &[
                 Slot::Uniform,
                 Slot::Read,
@@ -120,7 +122,7 @@ impl BatchNorm2d {
             gpu,
             if f.mask { "batchnorm2d_relu_backward" } else { "batchnorm2d_backward" },
             include_str!("../../shaders/batchnorm2d_backward.wgsl"),
-            "main",
+            entry,
             &[
                 Slot::Uniform,
                 Slot::Read,

@@ -13,6 +13,7 @@ pub struct Params {
 pub struct Relu {
     forward: Kernel,
     backward: Kernel,
+    backward_vec4: Kernel,
 }
 
 const SLOTS: [Slot; 4] = [Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite];
@@ -23,6 +24,13 @@ impl Relu {
         Relu {
             forward: Kernel::new(gpu, "relu.forward", src, "forward", &SLOTS),
             backward: Kernel::new(gpu, "relu.backward", src, "backward", &SLOTS),
+            backward_vec4: Kernel::new(
+                gpu,
+                "relu_backward_vec4",
+                include_str!("../../shaders/relu_backward_vec4.wgsl"),
+                "main",
+                &SLOTS,
+            ),
         }
     }
 
@@ -32,14 +40,14 @@ impl Relu {
         self.forward.bind(gpu, &[params.as_entire_binding(), x.resource(), x.resource(), y.resource()], grid_1d(x.len))
     }
 
-    /// dx = dy * (y > 0), with y the forward's output.
+    /// dx = dy * (y > 0) over dy's length, with y the forward's output (four values an
+    /// invocation where the length is a multiple of 4 and the views start 16-byte aligned).
     pub fn bind_backward(&self, gpu: &Gpu, dy: &View, y: &View, dx: &View) -> Dispatch {
-        let params = gpu.uniform("relu params", &Params { n: dy.len as u32, _pad: [0; 3] });
-        self.backward.bind(
-            gpu,
-            &[params.as_entire_binding(), dy.resource(), y.resource(), dx.resource()],
-            grid_1d(dy.len),
-        )
+        let n = dy.len;
+        let params = gpu.uniform("relu params", &Params { n: n as u32, _pad: [0; 3] });
+        let vec4 = n.is_multiple_of(4) && [dy, y, dx].iter().all(|v| v.offset.is_multiple_of(16));
+        let (kernel, invocations) = if vec4 { (&self.backward_vec4, n / 4) } else { (&self.backward, n) };
+        kernel.bind(gpu, &[params.as_entire_binding(), dy.resource(), y.resource(), dx.resource()], grid_1d(invocations))
     }
 }
 

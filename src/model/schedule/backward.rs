@@ -89,7 +89,8 @@ pub(super) fn stages(p: &Plan, saved: &[(usize, wgpu::Buffer)]) -> (Vec<Stage>, 
                 // of both branches (the residual's, and bn's output's).
                 let dy = match &p.residuals[gi] {
                     Some(res) => {
-                        let relu = k.relu.bind_backward(gpu, &dt(&out_name), &t(&out_name), &dt(res));
+                        let (dy, y, dr) = (dt(&out_name).slice(0, n), t(&out_name).slice(0, n), dt(res).slice(0, n));
+                        let relu = k.relu.bind_backward(gpu, &dy, &y, &dr);
                         backward.push(Stage::new(format!("{}_relu_backward", l.name), vec![relu], (n, 12 * n)));
                         dt(res)
                     }
