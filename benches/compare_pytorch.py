@@ -16,6 +16,9 @@ For ResNet-20 a smaller CIFAR-format set keeps a run short on a CPU adapter:
     python3 benches/compare_pytorch.py --model resnet20 --dataset cifar --data /tmp/c5k/cifar-10-batches-bin --batch-size 128
 
 Training images/s counts the training loop only (data already in memory, no evaluation).
+`--weight-decay` and `--lr-schedule cosine` give both the same recipe (ResNet-20's on
+Fashion-MNIST: `--model resnet20 --batch-size 128 --lr 0.1 --weight-decay 5e-4 --lr-schedule
+cosine --epochs 2`, whose test accuracies docs/recipes.md compares).
 `--torch-device cuda` trains PyTorch on an NVIDIA GPU instead, for a side-by-side there (with
 `--adapter vulkan`; docs/performance.md has one).
 """
@@ -111,13 +114,15 @@ def load_split(dataset, data_dir, split):
     return load(data_dir, "train" if split == "train" else "t10k")
 
 
-def pytorch_images_per_sec(model, dataset, data_dir, batch, lr, device, epochs=1):
+def pytorch_images_per_sec(model, dataset, data_dir, batch, lr, device, epochs=1, weight_decay=0.0, schedule="constant"):
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     x, y = load_split(dataset, data_dir, "train")
     x, y = x.to(device), y.to(device)
     net = MODELS[model](in_channels=x.shape[1]).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    # gpu-lenet's --lr-schedule cosine: CosineAnnealingLR(T_max = epochs), stepped per epoch.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if schedule == "cosine" else None
     crit = nn.CrossEntropyLoss()
     if device != "cpu":
         # One step before the clock starts, so CUDA's context and kernel loading are not timed
@@ -140,19 +145,23 @@ def pytorch_images_per_sec(model, dataset, data_dir, batch, lr, device, epochs=1
         if device != "cpu":
             torch.cuda.synchronize()
         secs += time.perf_counter() - start
+        if sched is not None:
+            sched.step()
     net.eval()
     with torch.no_grad():
         acc = (net(xt.to(device)).argmax(1) == yt.to(device)).float().mean().item()
     return epochs * len(y) / secs, acc
 
 
-def gpu_lenet_images_per_sec(binary, adapter, model, dataset, data_dir, batch, lr, epochs=1):
+def gpu_lenet_images_per_sec(binary, adapter, model, dataset, data_dir, batch, lr, epochs=1, weight_decay=0.0,
+                             schedule="constant"):
     """Training images/s, test accuracy, and the adapter as the run names it (with its driver)."""
     with tempfile.TemporaryDirectory() as d:
         metrics = os.path.join(d, "m.jsonl")
         cmd = [binary, "train", "--adapter", adapter, "--model", model,
                "--dataset", "cifar10" if dataset == "cifar" else dataset, "--data", data_dir, "--no-download",
-               "--epochs", str(epochs), "--batch-size", str(batch), "--lr", str(lr), "--metrics", metrics]
+               "--epochs", str(epochs), "--batch-size", str(batch), "--lr", str(lr), "--metrics", metrics,
+               "--weight-decay", str(weight_decay), "--lr-schedule", schedule]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         found = re.search(r"\) on (.*): \d+ epochs", out)
         rows = [json.loads(line) for line in open(metrics).read().splitlines()]
@@ -172,6 +181,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "gpu-lenet"))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
     ap.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"], help="where PyTorch trains: cpu (the design card's comparison) or cuda")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of both, alternating; with more than one, each round's ratio and the median (this machine swings run to run)")
@@ -180,14 +191,16 @@ def main():
         a.data = "data/cifar-10-batches-bin" if a.dataset == "cifar" else "/usr/share/datasets/fashion-mnist"
     what = "CIFAR-10 format (3 channels)" if a.dataset == "cifar" else "Fashion-MNIST"
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{what}, {a.model}, {a.epochs} epoch(s), batch {a.batch_size}, lr {a.lr}, data {a.data}")
+          f"{what}, {a.model}, {a.epochs} epoch(s), batch {a.batch_size}, lr {a.lr}, weight decay {a.weight_decay}, "
+          f"schedule {a.lr_schedule}, data {a.data}")
     ratios = []
     for _ in range(max(1, a.repeat)):
-        pt, pt_acc = pytorch_images_per_sec(a.model, a.dataset, a.data, a.batch_size, a.lr, a.torch_device, a.epochs)
+        pt, pt_acc = pytorch_images_per_sec(a.model, a.dataset, a.data, a.batch_size, a.lr, a.torch_device, a.epochs,
+                                            a.weight_decay, a.lr_schedule)
         where = f"CPU ({os.cpu_count()} threads)" if a.torch_device == "cpu" else f"{a.torch_device} ({torch.cuda.get_device_name()})"
         print(f"PyTorch {where}: {pt:8.0f} training images/s, test accuracy {100 * pt_acc:.2f}%")
         gl, gl_acc, on = gpu_lenet_images_per_sec(a.binary, a.adapter, a.model, a.dataset, a.data, a.batch_size, a.lr,
-                                                  a.epochs)
+                                                  a.epochs, a.weight_decay, a.lr_schedule)
         print(f"gpu-lenet ({on}): {gl:8.0f} training images/s, test accuracy {100 * gl_acc:.2f}%")
         print(f"ratio gpu-lenet / PyTorch: {gl / pt:.2f}x", flush=True)
         ratios.append(gl / pt)
