@@ -27,6 +27,9 @@ override PAD: u32 = 0u;      // less than KW
 override OH: u32 = (H + 2u * PAD - KH) / STRIDE + 1u;
 override OW: u32 = (W + 2u * PAD - KW) / STRIDE + 1u;
 override ACCUMULATE: bool = false;
+// Stride > 1 and the lanes sharing weight loads all on rows of one parity (set by the Rust side):
+// only every STRIDE-th kernel row reaches a dy row, so the ky loop steps over the others.
+override ROW_PARITY: bool = false;
 // Output channels one dispatch sums: all, or a block whose weights fit a uniform binding (the
 // blocks after the first add to dx).
 override CO_BLOCK: u32 = COUT;
@@ -96,12 +99,18 @@ fn main(
     // (OH - 1) * STRIDE): for LeNet's conv2, 50 of the 70 (row, ky) pairs; the others would read
     // only the zeros outside dy. A loop bound, not a branch: llvmpipe runs both sides of an `if`
     // with lanes masked off but leaves a loop once no lane is left in it.
-    let ky_lo = lanes_min(u32(max(iy + i32(PAD) - i32((OH - 1u) * STRIDE), 0)));
+    var ky_lo = lanes_min(u32(max(iy + i32(PAD) - i32((OH - 1u) * STRIDE), 0)));
     let ky_hi = lanes_max(min(u32(iy) + PAD + 1u, KH));
+    var ky_step = 1u;
+    if (ROW_PARITY) {
+        // The first kernel row with iy + PAD - ky a multiple of STRIDE, then every STRIDE-th.
+        ky_lo += (u32(iy) + PAD - ky_lo) % STRIDE;
+        ky_step = STRIDE;
+    }
     var acc: array<vec4<f32>, MAX_ACC>;   // [t][q]
     for (var cl = 0u; cl < CO_BLOCK; cl++) {
         let co = co_base + cl;
-        for (var ky = ky_lo; ky < ky_hi; ky++) {
+        for (var ky = ky_lo; ky < ky_hi; ky += ky_step) {
             let num = iy + i32(PAD) - i32(ky);   // oy * STRIDE where this tap reaches a dy row
             let oy = num / i32(STRIDE);
             let row_ok = num >= 0 && num % i32(STRIDE) == 0 && oy < i32(OH);

@@ -321,6 +321,11 @@ fn every_bad_input_gets_one_clear_error_line_and_damages_nothing() {
         &["--batch-size 100000000", "at most"],
     ));
     cases.push(case(
+        "a ResNet-20 batch too large for the adapter",
+        &["train", "--model", "resnet20", "--dataset", "cifar10", "--data", &data, "--batch-size", "1000000"],
+        &["--batch-size 1000000", "at most"],
+    ));
+    cases.push(case(
         "bench-kernels batch beyond every adapter's dispatch limit",
         &["bench-kernels", "--batch-size", "100000000"],
         &["--batch-size 100000000", "at most"],

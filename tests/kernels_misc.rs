@@ -160,6 +160,13 @@ fn shortcut_option_a_forward_and_backward_match_reference() {
                 shortcut_option_a::reference_backward(s, batch, &dy),
                 "{s:?} batch {batch} backward"
             );
+            // Adding to the grad already there (the block's first convolution's).
+            let before = r.vec(batch * s.input_len(), -1.0, 1.0);
+            let dxb = upload(&before);
+            run_all(g, &[&ShortcutOptionA::accumulating(g, s).bind_backward(g, batch, &v(&dyb), &v(&dxb))]);
+            let want: Vec<f32> =
+                shortcut_option_a::reference_backward(s, batch, &dy).iter().zip(&before).map(|(a, b)| a + b).collect();
+            assert_eq!(&read(&dxb)[..want.len()], &want[..], "{s:?} batch {batch} accumulating backward");
         }
     }
 }

@@ -82,11 +82,16 @@ impl Conv2dBackwardInput {
             (block * per_channel).div_ceil(4),
         );
         let src = if share_weights { skip_together(&share_across_subgroup(&src)) } else { src };
+        // Lanes sharing weight loads (8 with sharing; a lane alone without) lie on rows of one
+        // parity when a row's invocations come in whole groups of them.
+        let groups = s.w.div_ceil(4).div_ceil(tiles.quads);
+        let row_parity = s.stride > 1 && (!share_weights || groups.is_multiple_of(8));
         let constants = s.constants(&[
             ("CI_TILE", tiles.co),
             ("PXQ", tiles.quads),
             ("ACCUMULATE", accumulate as usize),
             ("CO_BLOCK", block),
+            ("ROW_PARITY", row_parity as usize),
         ]);
         let build = |name: &'static str, src: &str, dy_slot: Slot| {
             Kernel::with_constants(

@@ -47,7 +47,11 @@ impl Relu {
         let params = gpu.uniform("relu params", &Params { n: n as u32, _pad: [0; 3] });
         let vec4 = n.is_multiple_of(4) && [dy, y, dx].iter().all(|v| v.offset.is_multiple_of(16));
         let (kernel, invocations) = if vec4 { (&self.backward_vec4, n / 4) } else { (&self.backward, n) };
-        kernel.bind(gpu, &[params.as_entire_binding(), dy.resource(), y.resource(), dx.resource()], grid_1d(invocations))
+        kernel.bind(
+            gpu,
+            &[params.as_entire_binding(), dy.resource(), y.resource(), dx.resource()],
+            grid_1d(invocations),
+        )
     }
 }
 
