@@ -196,31 +196,12 @@ fn lenet5_bn_reference_gradients_match_directional_derivatives() {
     }
     let x = r.vec(batch * 3 * 32 * 32, -1.0, 1.0);
     let labels: Vec<u32> = (0..batch).map(|_| r.below(10)).collect();
+    // The conv biases are left out: BatchNorm's mean removes them, so their gradient is
+    // (numerically) zero (checked below).
+    let check = |n: &str| !n.starts_with("conv") || n.ends_with("weight");
+    check_directional_derivatives(&net, &arena, &w, &x, &labels, check, &mut r);
     let fresh = interp::State::new(&net);
-    let loss =
-        |w: &[f32]| interp::step(&net, &arena, w, &mut fresh.clone(), &x, &labels, batch, true).loss_sum / batch as f64;
     let g = interp::step(&net, &arena, &w, &mut fresh.clone(), &x, &labels, batch, true).grads;
-    // Per tensor, as in gradcheck.rs: along a unit direction following the gradient's sign, the
-    // central difference of the mean loss must equal <grad, d>. The conv biases are left out:
-    // BatchNorm's mean removes them, so their gradient is (numerically) zero (checked below).
-    for t in arena.tensors.iter().filter(|t| !t.name.starts_with("conv") || t.name.ends_with("weight")) {
-        let grad = arena.slice(&g, &t.name);
-        let mut d: Vec<f32> = grad.iter().map(|&v| v.signum() * r.uniform(0.5, 1.0)).collect();
-        let norm = d.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt() as f32;
-        d.iter_mut().for_each(|e| *e /= norm);
-        let analytic: f64 = grad.iter().zip(&d).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let eps = 5e-5f32;
-        let shifted = |sign: f32| {
-            let mut v = w.clone();
-            for (x, &e) in arena.slice_mut(&mut v, &t.name).iter_mut().zip(&d) {
-                *x += sign * eps * e;
-            }
-            loss(&v)
-        };
-        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-        let err = (numeric - analytic).abs() / analytic.abs();
-        assert!(err < 2e-2, "{}: directional derivative numeric {numeric} vs analytic {analytic} ({err:e})", t.name);
-    }
     // The conv biases before BatchNorm get (almost) no gradient: the batch mean removes them.
     let conv_bias = arena.slice(&g, "conv1.bias").iter().fold(0f32, |m, v| m.max(v.abs()));
     let conv_weight = arena.slice(&g, "conv1.weight").iter().fold(0f32, |m, v| m.max(v.abs()));
